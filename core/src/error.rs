@@ -1,0 +1,129 @@
+//! The one public error type. Each [`ErrorKind`] maps 1:1 to a C status
+//! code, a Node error code and a Python exception class, so its numbering
+//! and names are part of the interface.
+
+use std::fmt;
+
+/// Boxed error of a dependency (rusqlite, tokio-postgres, ...), kept as a
+/// `#[source]` so no dependency type becomes part of the public API.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong, coarse enough to branch on across languages.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The caller passed a value that can never be valid (bad id, empty body...).
+    InvalidArgument,
+    /// The conversation or message does not exist.
+    NotFound,
+    /// The user may not do this (not the sender, not a member).
+    Forbidden,
+    /// The request clashes with stored state (a `client_msg_id` reused by another sender).
+    Conflict,
+    /// The store failed or cannot be reached; nothing was half-written.
+    Storage,
+    /// A transport refused or could not take an event.
+    Transport,
+    /// The configuration is invalid.
+    Config,
+    /// The engine is shut down.
+    Closed,
+}
+
+impl ErrorKind {
+    /// Stable machine-readable name (the Node error code, the JSON `kind`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Storage => "storage",
+            ErrorKind::Transport => "transport",
+            ErrorKind::Config => "config",
+            ErrorKind::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every fallible tidings operation returns this error.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage error: {message}")]
+    Storage {
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("transport {transport}: {message}")]
+    Transport {
+        transport: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("configuration error: {0}")]
+    Config(String),
+    #[error("the engine is shut down")]
+    Closed,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::Forbidden(_) => ErrorKind::Forbidden,
+            Error::Conflict(_) => ErrorKind::Conflict,
+            Error::Storage { .. } => ErrorKind::Storage,
+            Error::Transport { .. } => ErrorKind::Transport,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Closed => ErrorKind::Closed,
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Error::InvalidArgument(message.into())
+    }
+
+    /// A storage failure with its cause; `context` says what was being done.
+    pub(crate) fn storage(context: impl fmt::Display, source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Error::Storage {
+            message: format!("{context}: {source}"),
+            source: Some(source),
+        }
+    }
+
+    pub(crate) fn storage_msg(message: impl Into<String>) -> Self {
+        Error::Storage {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn transport(transport: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Transport {
+            transport: transport.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,313 @@
+//! The `Store` seam: durability for conversations, messages, read state and
+//! the outbox. Backends are chosen by URL scheme at runtime.
+//!
+//! | URL | backend |
+//! |---|---|
+//! | `memory:` | in-process, for tests |
+//! | `sqlite://PATH`, `sqlite::memory:` | embedded SQLite (feature `sqlite`, default) |
+//! | `postgres://…`, `postgresql://…` | PostgreSQL (feature `postgres`) |
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::domain::{
+    ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
+    UserId,
+};
+use crate::error::{Error, Result};
+
+pub mod memory;
+pub mod search;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+/// Largest `max` for [`Store::messages_after`] and [`Store::search`].
+pub const MAX_BATCH: u32 = 1000;
+
+/// Id of an outbox row; rows are claimed in id order.
+pub type OutboxId = i64;
+
+/// The result of [`Store::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub message: Message,
+    /// `false` when `client_msg_id` matched an earlier message, which is
+    /// returned instead and nothing new was stored.
+    pub created: bool,
+}
+
+/// The result of [`Store::mark_read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadUpdate {
+    pub state: ReadState,
+    /// `false` when the user had already read that far (no event is due).
+    pub advanced: bool,
+}
+
+/// A change to a message other than its creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageChange {
+    Edit { body: String },
+    Delete,
+    React { emoji: String },
+    Unreact,
+}
+
+/// An event waiting for delivery, written in the same transaction as the
+/// change it announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub id: OutboxId,
+    pub conversation_id: ConversationId,
+    pub event: String,
+    pub payload: Bytes,
+}
+
+/// A pending outbox row as `tidings outbox` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxRow {
+    pub id: OutboxId,
+    pub conversation_id: ConversationId,
+    pub event: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// Durable storage. Every method is one transaction; an error means nothing
+/// of that call was written.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The backend's name (`memory`, `sqlite`, `postgres`), for logs.
+    fn backend(&self) -> &'static str;
+
+    /// Stores a message with the next seq of its conversation and an outbox
+    /// row for its `new-message` event, in one transaction; returns after
+    /// the commit. Idempotent on `(conversation, client_msg_id)`: a retry
+    /// returns the first message; the same key from another sender is a
+    /// `Conflict`.
+    async fn append(&self, msg: NewMessage) -> Result<Appended>;
+
+    /// Newest first, seq below `page.before`.
+    async fn history(&self, conv: &ConversationId, page: PageRequest) -> Result<Page<Message>>;
+
+    /// Oldest first, seq above `after`, at most `max` (1..=[`MAX_BATCH`]).
+    async fn messages_after(&self, conv: &ConversationId, after: Seq, max: u32)
+        -> Result<Vec<Message>>;
+
+    /// One message by id.
+    async fn message(&self, id: MessageId) -> Result<Option<Message>>;
+
+    /// The conversation's last seq (0 when it has no message).
+    async fn last_seq(&self, conv: &ConversationId) -> Result<Seq>;
+
+    /// Moves `user`'s read mark up to `min(up_to, last seq)`; never back.
+    /// Writes a `messages-read` outbox row when it advanced.
+    async fn mark_read(&self, conv: &ConversationId, user: &UserId, up_to: Seq)
+        -> Result<ReadUpdate>;
+
+    /// The user's read mark and unread count in one conversation.
+    async fn unread(&self, conv: &ConversationId, user: &UserId) -> Result<(ReadState, u64)>;
+
+    /// The user's conversations, newest activity first.
+    async fn inbox(&self, user: &UserId, limit: u32) -> Result<Vec<InboxEntry>>;
+
+    /// Messages of the user's conversations containing every word of
+    /// `query` (whole words, case-insensitive), newest first; deleted
+    /// messages never match.
+    async fn search(&self, user: &UserId, query: &str, max: u32) -> Result<Vec<Message>>;
+
+    /// Edits, deletes or reacts to a message, with its outbox row, after the
+    /// checks: only the sender edits or deletes, only a member reacts, a
+    /// deleted message takes no change.
+    async fn change(
+        &self,
+        id: MessageId,
+        user: &UserId,
+        change: MessageChange,
+        at: i64,
+    ) -> Result<Message>;
+
+    /// Pending outbox rows with an id above `after`, in id order.
+    async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>>;
+
+    /// Marks rows delivered (removes them).
+    async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()>;
+
+    /// Records a failed attempt on a row that stays pending.
+    async fn fail_outbox(&self, id: OutboxId, error: &str) -> Result<()>;
+
+    /// Pending rows, oldest first, for operators.
+    async fn list_outbox(&self, max: u32) -> Result<Vec<OutboxRow>>;
+}
+
+/// Opens the store a URL names, creating and migrating it as needed.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "memory" => Ok(Arc::new(memory::MemoryStore::new())),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(sqlite::SqliteStore::open_url(url).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::PostgresStore::connect(url).await?)),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => Err(not_compiled_in("sqlite")),
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => Err(not_compiled_in("postgres")),
+        _ => Err(Error::Config(format!(
+            "unknown store URL {:?}; expected memory:, sqlite://PATH or postgres://...",
+            redact_url(url)
+        ))),
+    }
+}
+
+#[allow(dead_code)] // unused when every backend is compiled in
+fn not_compiled_in(feature: &str) -> Error {
+    Error::Config(format!(
+        "the {feature} store is not compiled in; enable the cargo feature `{feature}`"
+    ))
+}
+
+/// The URL with any password replaced, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub(crate) fn check_max(max: u32) -> Result<()> {
+    if !(1..=MAX_BATCH).contains(&max) {
+        return Err(Error::invalid(format!(
+            "max must be 1-{MAX_BATCH}, got {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// The error for a message id that does not exist.
+pub(crate) fn no_message(id: MessageId) -> Error {
+    Error::NotFound(format!("message {id} does not exist"))
+}
+
+/// Checks a change against a message and who asks for it; the one rule set
+/// every backend applies before writing.
+pub(crate) fn check_change(message: &Message, user: &UserId, change: &MessageChange) -> Result<()> {
+    if message.deleted_at.is_some() {
+        return Err(Error::Conflict(format!(
+            "message {} was deleted and cannot change",
+            message.id
+        )));
+    }
+    match change {
+        MessageChange::Edit { .. } | MessageChange::Delete if &message.sender_id != user => {
+            Err(Error::Forbidden(format!(
+                "user {user} did not send message {} and cannot change it",
+                message.id
+            )))
+        }
+        MessageChange::React { .. } | MessageChange::Unreact
+            if !message.conversation_id.has_member(user) =>
+        {
+            Err(Error::Forbidden(format!(
+                "user {user} is not in conversation {}",
+                message.conversation_id
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Applies a checked change to a message in memory and names its event.
+pub(crate) fn apply_change(
+    message: &mut Message,
+    user: &UserId,
+    change: MessageChange,
+    at: i64,
+) -> &'static str {
+    use crate::domain::Reaction;
+    use crate::event;
+    match change {
+        MessageChange::Edit { body } => {
+            message.body = body;
+            message.edited_at = Some(at);
+            event::MESSAGE_EDITED
+        }
+        MessageChange::Delete => {
+            message.body.clear();
+            message.deleted_at = Some(at);
+            message.reactions.clear();
+            event::MESSAGE_DELETED
+        }
+        MessageChange::React { emoji } => {
+            match message.reactions.iter_mut().find(|r| &r.user_id == user) {
+                Some(existing) => existing.emoji = emoji,
+                None => message.reactions.push(Reaction {
+                    user_id: user.clone(),
+                    emoji,
+                }),
+            }
+            event::REACTION
+        }
+        MessageChange::Unreact => {
+            message.reactions.retain(|r| &r.user_id != user);
+            event::REACTION
+        }
+    }
+}
+
+/// The outbox payload of a change: the full message, or for reactions the
+/// [`event::ReactionChanged`](crate::event::ReactionChanged) record.
+pub(crate) fn change_payload(message: &Message, user: &UserId, event_name: &str) -> Bytes {
+    use crate::event;
+    if event_name == event::REACTION {
+        let emoji = message
+            .reactions
+            .iter()
+            .find(|r| &r.user_id == user)
+            .map(|r| r.emoji.clone());
+        event::to_payload(&event::ReactionChanged {
+            conversation_id: message.conversation_id.clone(),
+            message_id: message.id,
+            seq: message.seq,
+            user_id: user.clone(),
+            emoji,
+        })
+    } else {
+        event::message_payload(message)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The stored message a retry returns, or `Conflict` when another sender
+/// used the same key.
+pub(crate) fn existing_for_retry(first: &Message, retry: &NewMessage) -> Result<Message> {
+    if first.sender_id != retry.sender_id {
+        return Err(Error::Conflict(format!(
+            "client_msg_id {:?} is already used in conversation {} by user {}",
+            retry.client_msg_id.as_deref().unwrap_or_default(),
+            first.conversation_id,
+            first.sender_id
+        )));
+    }
+    Ok(first.clone())
+}

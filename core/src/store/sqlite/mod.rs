@@ -1,0 +1,652 @@
+//! Embedded SQLite store: WAL, one writer thread with group commit
+//! ([`writer`]), a small pool of reader connections on the blocking pool.
+//!
+//! URL: `sqlite://PATH` (relative or, with a third slash, absolute), with an
+//! optional `?synchronous=full` for an fsync per commit. The default,
+//! `normal`, keeps every acknowledged message across a process crash; a
+//! power loss may take the last commits.
+
+mod rows;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{params, Connection, OpenFlags};
+
+use self::rows::{conversation_row, db, load_reactions, messages_where};
+use self::writer::{message_for_change, Writer};
+use super::{
+    apply_change, change_payload, check_change, check_max, no_message, search, Appended,
+    MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
+};
+use crate::domain::{
+    ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
+    UserId,
+};
+use crate::error::{Error, Result};
+use crate::event;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+/// Idle reader connections kept for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<ReaderPool>,
+}
+
+impl SqliteStore {
+    /// Opens `sqlite://PATH[?synchronous=normal|full]`.
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| Error::Config(format!("{url:?} is not a sqlite: URL")))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut synchronous = "NORMAL";
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("synchronous", v)) if v.eq_ignore_ascii_case("full") => synchronous = "FULL",
+                Some(("synchronous", v)) if v.eq_ignore_ascii_case("normal") => {
+                    synchronous = "NORMAL"
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "unknown SQLite URL option {pair:?}; known: synchronous=normal|full"
+                    )))
+                }
+            }
+        }
+        if path.is_empty() || path == ":memory:" {
+            return Err(Error::Config(
+                "an SQLite store needs a file path (sqlite://PATH); use memory: for a store in memory"
+                    .into(),
+            ));
+        }
+        Self::open(PathBuf::from(path), synchronous).await
+    }
+
+    /// Opens (creating and migrating) the database file at `path`.
+    pub async fn open(path: PathBuf, synchronous: &'static str) -> Result<Self> {
+        let opened = tokio::task::spawn_blocking(move || -> Result<(Connection, PathBuf)> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    Error::storage(format!("creating the directory {}", dir.display()), e)
+                })?;
+            }
+            let conn = Connection::open(&path).map_err(|e| {
+                Error::storage(format!("opening SQLite database {}", path.display()), e)
+            })?;
+            configure_writer(&conn, synchronous)
+                .and_then(|()| migrate(&conn))
+                .map_err(|e| match e {
+                    Error::Storage { message, source } => Error::Storage {
+                        message: format!("{}: {message}", path.display()),
+                        source,
+                    },
+                    other => other,
+                })?;
+            Ok((conn, path))
+        })
+        .await
+        .map_err(|e| Error::storage("opening SQLite", e))??;
+        let (conn, path) = opened;
+        let writer = Writer::spawn(conn, "tidings-sqlite-writer".into())?;
+        Ok(SqliteStore {
+            writer,
+            readers: Arc::new(ReaderPool {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `f` on a reader connection off the async worker threads.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = f(&conn);
+            pool.give_back(conn);
+            result
+        })
+        .await
+        .map_err(|e| Error::storage("SQLite read task", e))?
+    }
+
+    /// Indexes every message not yet in the full-text index.
+    async fn catch_up_search_index(&self) -> Result<()> {
+        self.writer
+            .write(|conn| {
+                let upto: i64 = conn
+                    .query_row("SELECT indexed_upto FROM search_progress", [], |r| r.get(0))
+                    .map_err(db("reading search progress"))?;
+                let newest: i64 = conn
+                    .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get(0))
+                    .map_err(db("reading search progress"))?;
+                if newest > upto {
+                    conn.execute(
+                        "INSERT INTO search_index (rowid, body)
+                         SELECT id, body FROM messages WHERE id > ?1 AND id <= ?2 AND deleted_at IS NULL",
+                        params![upto, newest],
+                    )
+                    .map_err(db("indexing messages for search"))?;
+                    conn.execute("UPDATE search_progress SET indexed_upto = ?1", [newest])
+                        .map_err(db("indexing messages for search"))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+fn configure_writer(conn: &Connection, synchronous: &str) -> Result<()> {
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {synchronous};
+         PRAGMA busy_timeout = 5000;
+         PRAGMA foreign_keys = OFF;"
+    ))
+    .map_err(db("configuring the database"))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let current: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db("reading the schema version"))?;
+    let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > newest {
+        return Err(Error::storage_msg(format!(
+            "the database has schema version {current}, newer than this tidings knows ({newest}); \
+             upgrade tidings"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}\n; PRAGMA user_version = {version}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            Error::storage(format!("applying migration {version}"), e)
+        })?;
+    }
+    Ok(())
+}
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection> {
+        if let Some(conn) = self.lock().pop() {
+            return Ok(conn);
+        }
+        open_reader(&self.path)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::storage(format!("opening SQLite database {}", path.display()), e))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = 1;")
+        .map_err(db("configuring a reader"))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The read mark and unread count of one user in one conversation row.
+fn unread_in(conn: &Connection, conv: i64, user: &str) -> Result<(Seq, u64)> {
+    let read: Seq = conn
+        .prepare_cached("SELECT seq FROM read_state WHERE conversation = ?1 AND user_id = ?2")
+        .and_then(|mut s| {
+            use rusqlite::OptionalExtension;
+            s.query_row(params![conv, user], |r| r.get(0)).optional()
+        })
+        .map_err(db("reading read state"))?
+        .unwrap_or(0);
+    let unread: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM messages WHERE conversation = ?1 AND seq > ?2
+             AND sender <> ?3 AND deleted_at IS NULL",
+        )
+        .and_then(|mut s| s.query_row(params![conv, read, user], |r| r.get(0)))
+        .map_err(db("counting unread messages"))?;
+    Ok((read, unread as u64))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn append(&self, msg: NewMessage) -> Result<Appended> {
+        self.writer.append(msg).await
+    }
+
+    async fn history(&self, conv: &ConversationId, page: PageRequest) -> Result<Page<Message>> {
+        page.validate()?;
+        let key = conv.as_str().to_owned();
+        self.read(move |conn| {
+            let Some((row, _)) = conversation_row(conn, &key)? else {
+                return Ok(Page {
+                    items: Vec::new(),
+                    next_before: None,
+                });
+            };
+            let before = page.before.unwrap_or(i64::MAX);
+            let mut items = messages_where(
+                conn,
+                "m.conversation = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",
+                params![row, before, page.limit + 1],
+            )?;
+            let more = items.len() > page.limit as usize;
+            items.truncate(page.limit as usize);
+            load_reactions(conn, &mut items)?;
+            let next_before = more.then(|| items.last().map(|m| m.seq)).flatten();
+            Ok(Page { items, next_before })
+        })
+        .await
+    }
+
+    async fn messages_after(
+        &self,
+        conv: &ConversationId,
+        after: Seq,
+        max: u32,
+    ) -> Result<Vec<Message>> {
+        check_max(max)?;
+        let key = conv.as_str().to_owned();
+        self.read(move |conn| {
+            let Some((row, _)) = conversation_row(conn, &key)? else {
+                return Ok(Vec::new());
+            };
+            let mut items = messages_where(
+                conn,
+                "m.conversation = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3",
+                params![row, after, max],
+            )?;
+            load_reactions(conn, &mut items)?;
+            Ok(items)
+        })
+        .await
+    }
+
+    async fn message(&self, id: MessageId) -> Result<Option<Message>> {
+        self.read(move |conn| message_for_change(conn, id)).await
+    }
+
+    async fn last_seq(&self, conv: &ConversationId) -> Result<Seq> {
+        let key = conv.as_str().to_owned();
+        self.read(move |conn| Ok(conversation_row(conn, &key)?.map_or(0, |(_, seq)| seq)))
+            .await
+    }
+
+    async fn mark_read(
+        &self,
+        conv: &ConversationId,
+        user: &UserId,
+        up_to: Seq,
+    ) -> Result<ReadUpdate> {
+        let (conv, user) = (conv.clone(), user.clone());
+        self.writer
+            .write(move |conn| {
+                let Some((row, last_seq)) = conversation_row(conn, conv.as_str())? else {
+                    return Ok(ReadUpdate {
+                        state: ReadState {
+                            conversation_id: conv,
+                            user_id: user,
+                            seq: 0,
+                        },
+                        advanced: false,
+                    });
+                };
+                let (old, _) = unread_in(conn, row, user.as_str())?;
+                let seq = old.max(up_to.min(last_seq));
+                let state = ReadState {
+                    conversation_id: conv,
+                    user_id: user,
+                    seq,
+                };
+                if seq <= old {
+                    return Ok(ReadUpdate {
+                        state,
+                        advanced: false,
+                    });
+                }
+                conn.prepare_cached(
+                    "INSERT INTO read_state (conversation, user_id, seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (conversation, user_id) DO UPDATE SET seq = excluded.seq",
+                )
+                .and_then(|mut s| s.execute(params![row, state.user_id.as_str(), seq]))
+                .map_err(db("marking read"))?;
+                let payload = event::to_payload(&event::MessagesRead {
+                    conversation_id: state.conversation_id.clone(),
+                    user_id: state.user_id.clone(),
+                    seq,
+                });
+                insert_outbox(conn, row, event::MESSAGES_READ, None, &payload)?;
+                Ok(ReadUpdate {
+                    state,
+                    advanced: true,
+                })
+            })
+            .await
+    }
+
+    async fn unread(&self, conv: &ConversationId, user: &UserId) -> Result<(ReadState, u64)> {
+        let (conv, user) = (conv.clone(), user.clone());
+        self.read(move |conn| {
+            let (seq, unread) = match conversation_row(conn, conv.as_str())? {
+                Some((row, _)) => unread_in(conn, row, user.as_str())?,
+                None => (0, 0),
+            };
+            Ok((
+                ReadState {
+                    conversation_id: conv,
+                    user_id: user,
+                    seq,
+                },
+                unread,
+            ))
+        })
+        .await
+    }
+
+    async fn inbox(&self, user: &UserId, limit: u32) -> Result<Vec<InboxEntry>> {
+        check_max(limit)?;
+        let user = user.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, last_seq FROM conversations
+                     WHERE (user_lo = ?1 OR user_hi = ?1) AND last_seq > 0
+                     ORDER BY last_at DESC, id DESC LIMIT ?2",
+                )
+                .map_err(db("reading the inbox"))?;
+            let convs: Vec<(i64, i64)> = stmt
+                .query_map(params![user.as_str(), limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(db("reading the inbox"))?;
+            let mut entries = Vec::with_capacity(convs.len());
+            for (row, last_seq) in convs {
+                let mut last = messages_where(
+                    conn,
+                    "m.conversation = ?1 AND m.seq = ?2",
+                    params![row, last_seq],
+                )?;
+                load_reactions(conn, &mut last)?;
+                let Some(last_message) = last.pop() else {
+                    continue;
+                };
+                let (last_read_seq, unread_count) = unread_in(conn, row, user.as_str())?;
+                let Some(peer) = last_message.conversation_id.peer_of(&user).cloned() else {
+                    continue;
+                };
+                entries.push(InboxEntry {
+                    conversation_id: last_message.conversation_id.clone(),
+                    peer_id: peer,
+                    last_message,
+                    unread_count,
+                    last_read_seq,
+                });
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn search(&self, user: &UserId, query: &str, max: u32) -> Result<Vec<Message>> {
+        check_max(max)?;
+        let words = search::query_words(query)?;
+        self.catch_up_search_index().await?;
+        // Words are letters and digits only, so quoting them is enough.
+        let expr = words
+            .iter()
+            .map(|w| format!("\"{w}\""))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let user = user.clone();
+        self.read(move |conn| {
+            let mut found = messages_where(
+                conn,
+                "m.id IN (SELECT rowid FROM search_index WHERE search_index MATCH ?1)
+                 AND (c.user_lo = ?2 OR c.user_hi = ?2) AND m.deleted_at IS NULL
+                 ORDER BY m.id DESC LIMIT ?3",
+                params![expr, user.as_str(), max],
+            )?;
+            // The index folds case like our word rule but may split words
+            // differently in rare scripts; the shared rule has the last word.
+            found.retain(|m| search::matches(&m.body, &words));
+            load_reactions(conn, &mut found)?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn change(
+        &self,
+        id: MessageId,
+        user: &UserId,
+        change: MessageChange,
+        at: i64,
+    ) -> Result<Message> {
+        let user = user.clone();
+        self.writer
+            .write(move |conn| {
+                let mut message = message_for_change(conn, id)?.ok_or_else(|| no_message(id))?;
+                check_change(&message, &user, &change)?;
+                let sql_db = db("changing a message");
+                match &change {
+                    MessageChange::Edit { body } => {
+                        conn.prepare_cached("UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1")
+                            .and_then(|mut s| s.execute(params![id, body, at]))
+                            .map_err(&sql_db)?;
+                        reindex(conn, id, Some(body))?;
+                    }
+                    MessageChange::Delete => {
+                        conn.prepare_cached(
+                            "UPDATE messages SET body = '', deleted_at = ?2 WHERE id = ?1",
+                        )
+                        .and_then(|mut s| s.execute(params![id, at]))
+                        .map_err(&sql_db)?;
+                        conn.prepare_cached("DELETE FROM reactions WHERE message = ?1")
+                            .and_then(|mut s| s.execute([id]))
+                            .map_err(&sql_db)?;
+                        reindex(conn, id, None)?;
+                    }
+                    MessageChange::React { emoji } => {
+                        conn.prepare_cached(
+                            "INSERT INTO reactions (message, user_id, emoji, created_at)
+                             VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (message, user_id) DO UPDATE SET emoji = excluded.emoji",
+                        )
+                        .and_then(|mut s| s.execute(params![id, user.as_str(), emoji, at]))
+                        .map_err(&sql_db)?;
+                    }
+                    MessageChange::Unreact => {
+                        conn.prepare_cached(
+                            "DELETE FROM reactions WHERE message = ?1 AND user_id = ?2",
+                        )
+                        .and_then(|mut s| s.execute(params![id, user.as_str()]))
+                        .map_err(&sql_db)?;
+                    }
+                }
+                let event_name = apply_change(&mut message, &user, change, at);
+                let payload = change_payload(&message, &user, event_name);
+                let (row, _) = conversation_row(conn, message.conversation_id.as_str())?
+                    .ok_or_else(|| no_message(id))?;
+                insert_outbox(conn, row, event_name, Some(id), &payload)?;
+                Ok(message)
+            })
+            .await
+    }
+
+    async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>> {
+        check_max(max)?;
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT o.id, c.key, o.event, o.payload, o.message FROM outbox o
+                     JOIN conversations c ON c.id = o.conversation
+                     WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+                )
+                .map_err(db("claiming the outbox"))?;
+            let rows: Vec<(OutboxId, String, String, Option<String>, Option<i64>)> = stmt
+                .query_map(params![after, max], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(db("claiming the outbox"))?;
+            // new-message rows carry no payload: build it from their messages.
+            let mut messages = Vec::new();
+            for id in rows.iter().filter(|r| r.3.is_none()).filter_map(|r| r.4) {
+                messages.extend(messages_where(conn, "m.id = ?1", [id])?);
+            }
+            load_reactions(conn, &mut messages)?;
+            let mut items = Vec::with_capacity(rows.len());
+            for (id, key, event, payload, message) in rows {
+                let payload = match payload {
+                    Some(p) => Bytes::from(p),
+                    None => messages
+                        .iter()
+                        .find(|m| Some(m.id) == message)
+                        .map(event::message_payload)
+                        .unwrap_or_default(),
+                };
+                items.push(OutboxItem {
+                    id,
+                    conversation_id: ConversationId::parse(&key)?,
+                    event,
+                    payload,
+                });
+            }
+            Ok(items)
+        })
+        .await
+    }
+
+    async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        self.writer
+            .write(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("DELETE FROM outbox WHERE id = ?1")
+                    .map_err(db("acknowledging deliveries"))?;
+                for id in ids {
+                    stmt.execute([id]).map_err(db("acknowledging deliveries"))?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn fail_outbox(&self, id: OutboxId, error: &str) -> Result<()> {
+        let error = error.to_owned();
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute(params![id, error]))
+                .map_err(db("recording a failed delivery"))?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_outbox(&self, max: u32) -> Result<Vec<OutboxRow>> {
+        check_max(max)?;
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT o.id, c.key, o.event, o.attempts, o.last_error FROM outbox o
+                     JOIN conversations c ON c.id = o.conversation ORDER BY o.id LIMIT ?1",
+                )
+                .map_err(db("listing the outbox"))?;
+            let rows: Vec<(OutboxId, String, String, u32, Option<String>)> = stmt
+                .query_map([max], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .and_then(|rows| rows.collect())
+                .map_err(db("listing the outbox"))?;
+            rows.into_iter()
+                .map(|(id, key, event, attempts, last_error)| {
+                    Ok(OutboxRow {
+                        id,
+                        conversation_id: ConversationId::parse(&key)?,
+                        event,
+                        attempts,
+                        last_error,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+fn insert_outbox(
+    conn: &Connection,
+    conversation: i64,
+    event: &str,
+    message: Option<MessageId>,
+    payload: &[u8],
+) -> Result<()> {
+    let payload = std::str::from_utf8(payload)
+        .map_err(|e| Error::storage("event payload is not UTF-8", e))?;
+    conn.prepare_cached(
+        "INSERT INTO outbox (conversation, event, message, payload) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![conversation, event, message, payload]))
+    .map_err(db("writing the outbox"))?;
+    Ok(())
+}
+
+/// Keeps the search index in step with an edit (`Some(body)`) or delete
+/// (`None`) of a message that is already indexed.
+fn reindex(conn: &Connection, id: MessageId, body: Option<&str>) -> Result<()> {
+    let upto: i64 = conn
+        .query_row("SELECT indexed_upto FROM search_progress", [], |r| r.get(0))
+        .map_err(db("reading search progress"))?;
+    if id > upto {
+        return Ok(());
+    }
+    conn.execute("DELETE FROM search_index WHERE rowid = ?1", [id])
+        .map_err(db("updating the search index"))?;
+    if let Some(body) = body {
+        conn.execute(
+            "INSERT INTO search_index (rowid, body) VALUES (?1, ?2)",
+            params![id, body],
+        )
+        .map_err(db("updating the search index"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! The single SQLite writer with group commit.
+//!
+//! One thread owns the write connection. It takes every job queued since its
+//! last commit and runs them in one transaction: appends together (one
+//! conversation lookup and one `last_seq` update per conversation), other
+//! operations each in a savepoint so one failing leaves the rest. Each
+//! caller is answered only after the commit. Nothing lingers: a lone sender
+//! gets one commit per message, and concurrent senders share commits
+//! because they queue while the previous one is written.
+
+use std::collections::HashMap;
+use std::thread;
+
+use rusqlite::{params, Connection};
+use tokio::sync::{mpsc, oneshot};
+
+use super::rows::{conversation_row, load_reactions, message_by_client_id};
+use crate::domain::{Message, NewMessage};
+use crate::error::{Error, Result};
+use crate::event;
+use crate::store::{existing_for_retry, Appended};
+
+/// Most jobs in one transaction.
+const MAX_GROUP: usize = 4096;
+/// Queue depth before senders wait: backpressure, not unbounded memory.
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// A unit of work for the writer, answered after the commit.
+trait Job: Send {
+    /// Runs inside the open transaction.
+    fn run(&mut self, conn: &Connection);
+    /// Answers the caller; `commit` is the outcome of the whole transaction.
+    fn finish(self: Box<Self>, commit: Result<(), &str>);
+}
+
+enum Queued {
+    Append(NewMessage, oneshot::Sender<Result<Appended>>),
+    Job(Box<dyn Job>),
+}
+
+/// Handle to the writer thread; cloning shares the thread.
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl Writer {
+    pub(super) fn spawn(conn: Connection, name: String) -> Result<Writer> {
+        let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        thread::Builder::new()
+            .name(name)
+            .spawn(move || run(conn, receiver))
+            .map_err(|e| Error::storage("starting the SQLite writer thread", e))?;
+        Ok(Writer { queue })
+    }
+
+    pub(super) async fn append(&self, msg: NewMessage) -> Result<Appended> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Queued::Append(msg, reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Runs `f` in its own savepoint of the next group transaction.
+    pub(super) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = SavepointJob {
+            f: Some(f),
+            result: None,
+            reply,
+        };
+        self.queue
+            .send(Queued::Job(Box::new(job)))
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+}
+
+fn writer_gone() -> Error {
+    Error::storage_msg("the SQLite writer thread stopped before answering")
+}
+
+struct SavepointJob<T, F> {
+    f: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Job for SavepointJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) {
+        let Some(f) = self.f.take() else { return };
+        let result = match conn.execute_batch("SAVEPOINT job") {
+            Err(e) => Err(Error::storage("opening a savepoint", e)),
+            Ok(()) => {
+                let result = f(conn);
+                let end = if result.is_ok() {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                match conn.execute_batch(end) {
+                    Ok(()) => result,
+                    Err(e) => Err(Error::storage("closing a savepoint", e)),
+                }
+            }
+        };
+        self.result = Some(result);
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &str>) {
+        let answer = match (self.result, commit) {
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(why)) => Err(Error::storage_msg(why.to_owned())),
+            (None, Ok(())) => Err(Error::storage_msg("write job was never run")),
+        };
+        // The caller may have gone away; its write is committed regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+fn run(conn: Connection, mut receiver: mpsc::Receiver<Queued>) {
+    let mut appends = Vec::new();
+    let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+    while let Some(first) = receiver.blocking_recv() {
+        let mut queued = Some(first);
+        let mut count = 0;
+        while let Some(q) = queued.take() {
+            match q {
+                Queued::Append(msg, reply) => appends.push((msg, reply)),
+                Queued::Job(job) => jobs.push(job),
+            }
+            count += 1;
+            if count < MAX_GROUP {
+                queued = receiver.try_recv().ok();
+            }
+        }
+        commit_group(&conn, &mut appends, &mut jobs);
+    }
+}
+
+type AppendRequest = (NewMessage, oneshot::Sender<Result<Appended>>);
+
+fn commit_group(conn: &Connection, appends: &mut Vec<AppendRequest>, jobs: &mut Vec<Box<dyn Job>>) {
+    let outcome = transaction(conn, |conn| {
+        let msgs: Vec<&NewMessage> = appends.iter().map(|(m, _)| m).collect();
+        let results = append_batch(conn, &msgs)?;
+        for job in jobs.iter_mut() {
+            job.run(conn);
+        }
+        Ok(results)
+    });
+    match outcome {
+        Ok(results) => {
+            for ((_, reply), result) in appends.drain(..).zip(results) {
+                let _ = reply.send(result);
+            }
+            for job in jobs.drain(..) {
+                job.finish(Ok(()));
+            }
+        }
+        Err(err) => {
+            let why = err.to_string();
+            tracing::warn!(error = %why, "SQLite group commit failed; nothing of it was written");
+            for (_, reply) in appends.drain(..) {
+                let _ = reply.send(Err(Error::storage_msg(why.clone())));
+            }
+            for job in jobs.drain(..) {
+                job.finish(Err(&why));
+            }
+        }
+    }
+}
+
+/// BEGIN IMMEDIATE … COMMIT, rolled back on any error.
+fn transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|e| Error::storage("starting a write transaction", e))?;
+    let result = f(conn).and_then(|value| {
+        conn.execute_batch("COMMIT")
+            .map_err(|e| Error::storage("committing", e))?;
+        Ok(value)
+    });
+    if result.is_err() && !conn.is_autocommit() {
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::error!(error = %e, "SQLite rollback failed");
+        }
+    }
+    result
+}
+
+/// Appends a group of messages; the outer error aborts the transaction, an
+/// inner one answers only its message (e.g. a `client_msg_id` conflict).
+fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Appended>>> {
+    let mut results: Vec<Option<Result<Appended>>> = (0..msgs.len()).map(|_| None).collect();
+    // Group by conversation, keeping arrival order inside each.
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let key = m.conversation_id.as_str();
+        let g = *index.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
+    }
+    let db = |e: rusqlite::Error| Error::storage("appending messages", e);
+    let mut insert_message = conn
+        .prepare_cached(
+            "INSERT INTO messages (conversation, seq, sender, body, client_msg_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(db)?;
+    let mut insert_outbox = conn
+        .prepare_cached("INSERT INTO outbox (conversation, event, message) VALUES (?1, ?2, ?3)")
+        .map_err(db)?;
+    for (key, members) in groups {
+        let first = msgs[members[0]];
+        let (conv, mut last_seq) = conversation_for_append(conn, key, first)?;
+        let mut last_at = None;
+        // Keys first used inside this batch, for retries racing each other.
+        let mut fresh: HashMap<&str, usize> = HashMap::new();
+        for i in members {
+            let msg = msgs[i];
+            if let Some(client_id) = msg.client_msg_id.as_deref() {
+                let earlier = match fresh.get(client_id) {
+                    Some(&j) => match &results[j] {
+                        Some(Ok(a)) => Some(a.message.clone()),
+                        _ => None,
+                    },
+                    None => message_by_client_id(conn, conv, &msg.conversation_id, client_id)?,
+                };
+                if let Some(first) = earlier {
+                    results[i] = Some(existing_for_retry(&first, msg).map(|message| Appended {
+                        message,
+                        created: false,
+                    }));
+                    continue;
+                }
+                fresh.insert(client_id, i);
+            }
+            last_seq += 1;
+            insert_message
+                .execute(params![
+                    conv,
+                    last_seq,
+                    msg.sender_id.as_str(),
+                    msg.body,
+                    msg.client_msg_id,
+                    msg.created_at
+                ])
+                .map_err(db)?;
+            let id = conn.last_insert_rowid();
+            insert_outbox
+                .execute(params![conv, event::NEW_MESSAGE, id])
+                .map_err(db)?;
+            last_at = Some(msg.created_at);
+            results[i] = Some(Ok(Appended {
+                message: Message {
+                    id,
+                    conversation_id: msg.conversation_id.clone(),
+                    seq: last_seq,
+                    sender_id: msg.sender_id.clone(),
+                    body: msg.body.clone(),
+                    client_msg_id: msg.client_msg_id.clone(),
+                    created_at: msg.created_at,
+                    edited_at: None,
+                    deleted_at: None,
+                    reactions: Vec::new(),
+                },
+                created: true,
+            }));
+        }
+        if let Some(at) = last_at {
+            conn.prepare_cached(
+                "UPDATE conversations SET last_seq = ?2, last_at = MAX(last_at, ?3) WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![conv, last_seq, at]))
+            .map_err(db)?;
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::storage_msg("message was not appended"))))
+        .collect())
+}
+
+/// The conversation's row id and last seq, creating the row on first use.
+fn conversation_for_append(conn: &Connection, key: &str, msg: &NewMessage) -> Result<(i64, i64)> {
+    let db = |e: rusqlite::Error| Error::storage("creating a conversation", e);
+    let found = conversation_row(conn, key)?;
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    let (lo, hi) = msg.conversation_id.users();
+    conn.prepare_cached("INSERT INTO conversations (key, user_lo, user_hi) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![key, lo.as_str(), hi.as_str()]))
+        .map_err(db)?;
+    Ok((conn.last_insert_rowid(), 0))
+}
+
+/// Loads a message with its reactions inside a write job.
+pub(super) fn message_for_change(conn: &Connection, id: i64) -> Result<Option<Message>> {
+    let mut found = super::rows::messages_where(conn, "m.id = ?1", params![id])?;
+    load_reactions(conn, &mut found)?;
+    Ok(found.pop())
+}

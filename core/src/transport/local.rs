@@ -1,0 +1,109 @@
+//! In-process delivery: a bounded broadcast that hosts and tests subscribe to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use super::Transport;
+use crate::error::Result;
+use crate::event::Event;
+
+/// How many events a subscriber may fall behind before it loses some.
+pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// Broadcasts every event to in-process subscribers. Each event is one
+/// `Arc` shared by all of them.
+#[derive(Clone)]
+pub struct LocalTransport {
+    sender: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for LocalTransport {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl LocalTransport {
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        LocalTransport { sender }
+    }
+
+    /// Sees every event published from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            receiver: self.sender.subscribe(),
+        }
+    }
+
+    /// Publishes an event to the current subscribers, if any.
+    pub fn publish(&self, event: Event) {
+        // No subscriber is not an error: the event reached everyone listening.
+        let _ = self.sender.send(Arc::new(event));
+    }
+}
+
+#[async_trait]
+impl Transport for LocalTransport {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    async fn deliver(&self, channel: &str, event: &str, payload: Bytes) -> Result<()> {
+        self.publish(Event::new(channel, event, payload));
+        Ok(())
+    }
+}
+
+/// What a subscriber receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Event(Arc<Event>),
+    /// The subscriber fell behind and this many events were dropped for it;
+    /// catch up with `messages_after`.
+    Lagged(u64),
+}
+
+/// One subscriber's view of a [`LocalTransport`].
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Event>>,
+}
+
+impl Subscription {
+    /// The next event; `None` once the transport is gone (engine shut down).
+    pub async fn recv(&mut self) -> Option<Received> {
+        match self.receiver.recv().await {
+            Ok(event) => Some(Received::Event(event)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Received::Lagged(n)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+
+    /// Like [`recv`](Self::recv), giving up after `timeout` with `Ok(None)`;
+    /// `Err(())` means closed.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Received>, Closed> {
+        match tokio::time::timeout(timeout, self.recv()).await {
+            Ok(Some(received)) => Ok(Some(received)),
+            Ok(None) => Err(Closed),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The next event without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Received>, Closed> {
+        match self.receiver.try_recv() {
+            Ok(event) => Ok(Some(Received::Event(event))),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => Ok(Some(Received::Lagged(n))),
+            Err(broadcast::error::TryRecvError::Empty) => Ok(None),
+            Err(broadcast::error::TryRecvError::Closed) => Err(Closed),
+        }
+    }
+}
+
+/// The subscription ended: the engine shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
