@@ -254,10 +254,16 @@ pub(crate) fn apply_change(
         MessageChange::React { emoji } => {
             match message.reactions.iter_mut().find(|r| &r.user_id == user) {
                 Some(existing) => existing.emoji = emoji,
-                None => message.reactions.push(Reaction {
-                    user_id: user.clone(),
-                    emoji,
-                }),
+                None => {
+                    message.reactions.push(Reaction {
+                        user_id: user.clone(),
+                        emoji,
+                    });
+                    // Listed by user id, as every backend reads them back.
+                    message
+                        .reactions
+                        .sort_by(|a, b| a.user_id.as_str().cmp(b.user_id.as_str()));
+                }
             }
             event::REACTION
         }
