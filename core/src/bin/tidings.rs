@@ -1,1 +1,318 @@
-fn main(){}
+//! The `tidings` command line: the chat model from a terminal, and (with
+//! the broker) `tidings serve`.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use tidings::config::DEFAULT_STORE_URL;
+use tidings::{Engine, EngineConfig, Message, PageRequest, SendRequest};
+
+#[derive(Parser)]
+#[command(name = "tidings", version, about = "Embeddable real-time messaging engine")]
+struct Cli {
+    /// Where messages are stored: sqlite://PATH or postgres://USER@HOST/DB.
+    #[arg(long, global = true, env = "TIDINGS_STORE", default_value = DEFAULT_STORE_URL)]
+    store: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send a message from one user to another.
+    Send(SendArgs),
+    /// Show a conversation's messages, newest first.
+    History {
+        /// Conversation id, e.g. 1-18.
+        conversation: String,
+        /// Only messages with a seq below this one (the next page).
+        #[arg(long)]
+        before: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the messages after a seq, oldest first (catch-up).
+    After {
+        conversation: String,
+        seq: i64,
+        #[arg(long, default_value_t = 100)]
+        max: u32,
+    },
+    /// Mark a conversation read by a user up to a seq.
+    Read {
+        #[arg(long)]
+        user: String,
+        conversation: String,
+        #[arg(long)]
+        up_to: i64,
+    },
+    /// Show a user's conversations with unread counts.
+    Inbox {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Search the user's conversations for messages with all the words.
+    Search {
+        #[arg(long)]
+        user: String,
+        #[arg(required = true)]
+        words: Vec<String>,
+        #[arg(long, default_value_t = 50)]
+        max: u32,
+    },
+    /// Replace the text of a message you sent.
+    Edit {
+        #[arg(long)]
+        user: String,
+        id: i64,
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Delete a message you sent (it stays as an empty tombstone).
+    Delete {
+        #[arg(long)]
+        user: String,
+        id: i64,
+    },
+    /// React to a message (one reaction per user; a new one replaces it).
+    React {
+        #[arg(long)]
+        user: String,
+        id: i64,
+        emoji: String,
+    },
+    /// Take your reaction back.
+    Unreact {
+        #[arg(long)]
+        user: String,
+        id: i64,
+    },
+    /// List events still waiting for delivery.
+    Outbox {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Args)]
+struct SendArgs {
+    #[arg(long)]
+    from: String,
+    /// The recipient's user id.
+    #[arg(long, required_unless_present = "conversation", conflicts_with = "conversation")]
+    to: Option<String>,
+    /// Or a conversation id such as 1-18.
+    #[arg(long)]
+    conversation: Option<String>,
+    /// Idempotency key: sending again with it stores nothing new.
+    #[arg(long = "client-id")]
+    client_id: Option<String>,
+    /// The message text (words are joined with spaces).
+    #[arg(required = true)]
+    text: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> tidings::Result<()> {
+    let engine = Engine::open(EngineConfig::with_store(cli.store.clone())).await?;
+    let result = command(&engine, cli.command, cli.json).await;
+    engine.shutdown().await;
+    result
+}
+
+async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Result<()> {
+    let out = Output { json };
+    match command {
+        Command::Send(args) => {
+            let mut request = match (args.to, args.conversation) {
+                (Some(to), _) => SendRequest::to(args.from, to, args.text.join(" ")),
+                (None, Some(conv)) => SendRequest::in_conversation(args.from, conv, args.text.join(" ")),
+                (None, None) => unreachable!("clap requires --to or --conversation"),
+            };
+            request.client_msg_id = args.client_id;
+            let sent = engine.send(request).await?;
+            out.print(&sent.message, || {
+                let m = &sent.message;
+                let what = if sent.created { "sent" } else { "already sent (same --client-id), nothing stored" };
+                format!("{what}: #{} in {} (message id {})", m.seq, m.conversation_id, m.id)
+            });
+        }
+        Command::History { conversation, before, limit } => {
+            let page = engine
+                .history(&conversation, PageRequest { before, limit })
+                .await?;
+            out.print(&page, || {
+                let mut text = lines(&page.items);
+                if page.items.is_empty() {
+                    text = format!("no messages in {conversation}");
+                }
+                if let Some(next) = page.next_before {
+                    text.push_str(&format!("\n(older: --before {next})"));
+                }
+                text
+            });
+        }
+        Command::After { conversation, seq, max } => {
+            let items = engine.messages_after(&conversation, seq, max).await?;
+            out.print(&items, || {
+                if items.is_empty() {
+                    format!("nothing after #{seq} in {conversation}")
+                } else {
+                    lines(&items)
+                }
+            });
+        }
+        Command::Read { user, conversation, up_to } => {
+            let state = engine.mark_read(&user, &conversation, up_to).await?;
+            out.print(&state, || {
+                format!("{} has read {} up to #{}", state.user_id, state.conversation_id, state.seq)
+            });
+        }
+        Command::Inbox { user, limit } => {
+            let entries = engine.inbox(&user, limit).await?;
+            out.print(&entries, || {
+                if entries.is_empty() {
+                    return format!("{user} has no conversations");
+                }
+                entries
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}  with {}  {} unread  last: {}",
+                            e.conversation_id,
+                            e.peer_id,
+                            e.unread_count,
+                            line(&e.last_message)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        Command::Search { user, words, max } => {
+            let found = engine.search(&user, &words.join(" "), max).await?;
+            out.print(&found, || {
+                if found.is_empty() {
+                    format!("no message of {user} matches {:?}", words.join(" "))
+                } else {
+                    found
+                        .iter()
+                        .map(|m| format!("{}  {}", m.conversation_id, line(m)))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            });
+        }
+        Command::Edit { user, id, text } => {
+            let m = engine.edit(&user, id, &text.join(" ")).await?;
+            out.print(&m, || format!("edited: {}", line(&m)));
+        }
+        Command::Delete { user, id } => {
+            let m = engine.delete(&user, id).await?;
+            out.print(&m, || format!("deleted message {} (#{} in {})", m.id, m.seq, m.conversation_id));
+        }
+        Command::React { user, id, emoji } => {
+            let m = engine.react(&user, id, &emoji).await?;
+            out.print(&m, || format!("reacted: {}", line(&m)));
+        }
+        Command::Unreact { user, id } => {
+            let m = engine.unreact(&user, id).await?;
+            out.print(&m, || format!("reaction removed: {}", line(&m)));
+        }
+        Command::Outbox { limit } => {
+            let rows = engine.pending_deliveries(limit).await?;
+            out.print(&rows, || {
+                if rows.is_empty() {
+                    return "nothing is waiting for delivery".into();
+                }
+                rows.iter()
+                    .map(|r| {
+                        format!(
+                            "{}  {}  {}  attempts {}{}",
+                            r.id,
+                            r.conversation_id,
+                            r.event,
+                            r.attempts,
+                            r.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) {
+        if self.json {
+            match serde_json::to_string(value) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("error: cannot encode the result as JSON: {e}"),
+            }
+        } else {
+            println!("{}", human());
+        }
+    }
+}
+
+fn lines(messages: &[Message]) -> String {
+    messages.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
+/// `#3  2026-11-26T05:10:11.123Z  1: text  [👍 18]`
+fn line(m: &Message) -> String {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.created_at.max(0) as u64);
+    let mut text = format!(
+        "#{}  {}  {}: {}",
+        m.seq,
+        humantime::format_rfc3339_millis(when),
+        m.sender_id,
+        if m.deleted_at.is_some() { "(deleted)" } else { &m.body }
+    );
+    if m.edited_at.is_some() && m.deleted_at.is_none() {
+        text.push_str("  (edited)");
+    }
+    for r in &m.reactions {
+        text.push_str(&format!("  [{} {}]", r.emoji, r.user_id));
+    }
+    text
+}

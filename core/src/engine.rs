@@ -1,0 +1,362 @@
+//! The `Engine`: validates requests, stores through the [`Store`], and
+//! hands events to the outbox worker and the transports.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::EngineConfig;
+use crate::domain::message::{validate_body, validate_client_msg_id, validate_emoji};
+use crate::domain::{
+    ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
+    UserId,
+};
+use crate::error::{Error, Result};
+use crate::event;
+use crate::outbox::OutboxWorker;
+use crate::store::{self, Appended, MessageChange, OutboxRow, Store};
+use crate::transport::{LocalTransport, Subscription, Transport};
+
+/// What [`Engine::send`] returns: the stored message, and whether this call
+/// stored it (`false` for a retry with a known `client_msg_id`).
+pub type Sent = Appended;
+
+/// A message to send: from a user to a user, or into a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    pub from: String,
+    /// The recipient; or give `conversation_id`.
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    pub body: String,
+    /// Idempotency key: a retry with the same key stores nothing new.
+    #[serde(default)]
+    pub client_msg_id: Option<String>,
+}
+
+impl SendRequest {
+    /// A message from `from` to `to`.
+    pub fn to(from: impl Into<String>, to: impl Into<String>, body: impl Into<String>) -> Self {
+        SendRequest {
+            from: from.into(),
+            to: Some(to.into()),
+            conversation_id: None,
+            body: body.into(),
+            client_msg_id: None,
+        }
+    }
+
+    /// A message into an existing conversation id such as `1-18`.
+    pub fn in_conversation(
+        from: impl Into<String>,
+        conversation_id: impl Into<String>,
+        body: impl Into<String>,
+    ) -> Self {
+        SendRequest {
+            from: from.into(),
+            to: None,
+            conversation_id: Some(conversation_id.into()),
+            body: body.into(),
+            client_msg_id: None,
+        }
+    }
+
+    pub fn client_msg_id(mut self, id: impl Into<String>) -> Self {
+        self.client_msg_id = Some(id.into());
+        self
+    }
+
+    fn validate(self) -> Result<NewMessage> {
+        let sender = UserId::new(self.from)?;
+        let conversation_id = match (self.to, self.conversation_id) {
+            (Some(to), None) => ConversationId::between(&sender, &UserId::new(to)?)?,
+            (None, Some(conv)) => member_conversation(&sender, &conv)?,
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "give either `to` or `conversation_id`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(Error::invalid(
+                    "a message needs a recipient (`to`) or a `conversation_id`",
+                ))
+            }
+        };
+        if let Some(id) = &self.client_msg_id {
+            validate_client_msg_id(id)?;
+        }
+        Ok(NewMessage {
+            conversation_id,
+            sender_id: sender,
+            body: validate_body(&self.body)?,
+            client_msg_id: self.client_msg_id,
+            created_at: store::now_ms(),
+        })
+    }
+}
+
+/// Parses a conversation id and checks that `user` is one of its two members.
+fn member_conversation(user: &UserId, conversation: &str) -> Result<ConversationId> {
+    let conv = ConversationId::parse(conversation)?;
+    if !conv.has_member(user) {
+        return Err(Error::Forbidden(format!(
+            "user {user} is not in conversation {conv}"
+        )));
+    }
+    Ok(conv)
+}
+
+/// Builds an [`Engine`]; takes what cannot be serialized.
+#[derive(Default)]
+pub struct EngineBuilder {
+    config: EngineConfig,
+    store: Option<Arc<dyn Store>>,
+    transports: Vec<Arc<dyn Transport>>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl EngineBuilder {
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses this store instead of opening `config.store`.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Adds a transport; events go to every one, in the order added.
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transports.push(transport);
+        self
+    }
+
+    /// The runtime background tasks run on (default: the current one).
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
+    /// Opens the store and starts delivering what was left pending.
+    pub async fn build(self) -> Result<Engine> {
+        let runtime = match self.runtime {
+            Some(handle) => handle,
+            None => tokio::runtime::Handle::try_current().map_err(|_| {
+                Error::Config(
+                    "no tokio runtime: build the engine inside one or pass EngineBuilder::runtime"
+                        .into(),
+                )
+            })?,
+        };
+        let store = match self.store {
+            Some(store) => store,
+            None => store::open(&self.config.store).await?,
+        };
+        let local = LocalTransport::new(self.config.event_capacity);
+        let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(local.clone())];
+        transports.extend(self.transports);
+        let transports: Arc<[Arc<dyn Transport>]> = transports.into();
+        let outbox = OutboxWorker::start(&runtime, store.clone(), transports.clone());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                local,
+                transports,
+                outbox,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    local: LocalTransport,
+    transports: Arc<[Arc<dyn Transport>]>,
+    outbox: OutboxWorker,
+    closed: AtomicBool,
+}
+
+/// The messaging engine. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// An engine on `config` with the default transports.
+    pub async fn open(config: EngineConfig) -> Result<Engine> {
+        Engine::builder().config(config).build().await
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Every event the engine delivers from now on (including `typing`).
+    pub fn subscribe(&self) -> Subscription {
+        self.inner.local.subscribe()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Stores a message and returns it once it is durable; its `new-message`
+    /// event follows through the outbox.
+    pub async fn send(&self, request: SendRequest) -> Result<Sent> {
+        self.check_open()?;
+        let new = request.validate()?;
+        let sent = self.inner.store.append(new).await?;
+        if sent.created {
+            self.inner.outbox.wake();
+        }
+        Ok(sent)
+    }
+
+    /// A page of history, newest first.
+    pub async fn history(&self, conversation: &str, page: PageRequest) -> Result<Page<Message>> {
+        self.check_open()?;
+        page.validate()?;
+        let conv = ConversationId::parse(conversation)?;
+        self.inner.store.history(&conv, page).await
+    }
+
+    /// Messages after `after`, oldest first: what a client missed.
+    pub async fn messages_after(
+        &self,
+        conversation: &str,
+        after: Seq,
+        max: u32,
+    ) -> Result<Vec<Message>> {
+        self.check_open()?;
+        let conv = ConversationId::parse(conversation)?;
+        self.inner.store.messages_after(&conv, after, max).await
+    }
+
+    /// One message by id.
+    pub async fn message(&self, id: MessageId) -> Result<Message> {
+        self.check_open()?;
+        self.inner
+            .store
+            .message(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("message {id} does not exist")))
+    }
+
+    /// Marks `conversation` read by `user` up to `up_to`; emits
+    /// `messages-read` when the mark moved.
+    pub async fn mark_read(&self, user: &str, conversation: &str, up_to: Seq) -> Result<ReadState> {
+        self.check_open()?;
+        let user = UserId::new(user)?;
+        let conv = member_conversation(&user, conversation)?;
+        let update = self.inner.store.mark_read(&conv, &user, up_to).await?;
+        if update.advanced {
+            self.inner.outbox.wake();
+        }
+        Ok(update.state)
+    }
+
+    /// The user's read mark and number of unread messages in a conversation.
+    pub async fn unread(&self, user: &str, conversation: &str) -> Result<(ReadState, u64)> {
+        self.check_open()?;
+        let user = UserId::new(user)?;
+        let conv = member_conversation(&user, conversation)?;
+        self.inner.store.unread(&conv, &user).await
+    }
+
+    /// The user's conversations, newest activity first, with unread counts.
+    pub async fn inbox(&self, user: &str, limit: u32) -> Result<Vec<InboxEntry>> {
+        self.check_open()?;
+        let user = UserId::new(user)?;
+        self.inner.store.inbox(&user, limit).await
+    }
+
+    /// Messages in the user's conversations containing every word of `query`.
+    pub async fn search(&self, user: &str, query: &str, max: u32) -> Result<Vec<Message>> {
+        self.check_open()?;
+        let user = UserId::new(user)?;
+        self.inner.store.search(&user, query, max).await
+    }
+
+    /// Tells the conversation that `user` is typing. Never stored.
+    pub async fn typing(&self, user: &str, conversation: &str) -> Result<()> {
+        self.check_open()?;
+        let user = UserId::new(user)?;
+        let conv = member_conversation(&user, conversation)?;
+        let payload = event::to_payload(&event::Typing {
+            conversation_id: conv.clone(),
+            user_id: user,
+        });
+        let channel = conv.channel();
+        for transport in self.inner.transports.iter() {
+            transport
+                .deliver(&channel, event::TYPING, payload.clone())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the body of a message; only its sender may.
+    pub async fn edit(&self, user: &str, id: MessageId, body: &str) -> Result<Message> {
+        let body = validate_body(body)?;
+        self.change(user, id, MessageChange::Edit { body }).await
+    }
+
+    /// Soft-deletes a message: its body is cleared, its seq stays. Sender only.
+    pub async fn delete(&self, user: &str, id: MessageId) -> Result<Message> {
+        self.change(user, id, MessageChange::Delete).await
+    }
+
+    /// Sets the user's one reaction on a message (replacing an earlier one).
+    pub async fn react(&self, user: &str, id: MessageId, emoji: &str) -> Result<Message> {
+        validate_emoji(emoji)?;
+        let emoji = emoji.to_owned();
+        self.change(user, id, MessageChange::React { emoji }).await
+    }
+
+    /// Takes the user's reaction back.
+    pub async fn unreact(&self, user: &str, id: MessageId) -> Result<Message> {
+        self.change(user, id, MessageChange::Unreact).await
+    }
+
+    async fn change(&self, user: &str, id: MessageId, change: MessageChange) -> Result<Message> {
+        self.check_open()?;
+        let user = UserId::new(user)?;
+        let message = self
+            .inner
+            .store
+            .change(id, &user, change, store::now_ms())
+            .await?;
+        self.inner.outbox.wake();
+        Ok(message)
+    }
+
+    /// Events not yet delivered, oldest first, with their last error.
+    pub async fn pending_deliveries(&self, max: u32) -> Result<Vec<OutboxRow>> {
+        self.inner.store.list_outbox(max).await
+    }
+
+    /// Refuses new calls, delivers what is pending (for a few seconds at
+    /// most), and stops background work. Subscriptions end once the last
+    /// clone of the engine is dropped.
+    pub async fn shutdown(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.outbox.shutdown().await;
+    }
+}
