@@ -1,0 +1,257 @@
+//! The engine's public API: what a Rust host sees, events included.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tidings::transport::{Received, Subscription};
+use tidings::{
+    event, Engine, EngineConfig, ErrorKind, Message, PageRequest, SendRequest, Transport,
+};
+
+async fn engine() -> Engine {
+    Engine::open(EngineConfig::with_store("memory:"))
+        .await
+        .expect("engine")
+}
+
+/// The next event, or a failure after a deadline (no sleeps: we wait on the stream).
+async fn next_event(sub: &mut Subscription) -> Arc<tidings::Event> {
+    match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+        Ok(Some(Received::Event(e))) => e,
+        other => panic!("expected an event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_send_is_stored_and_announced_on_the_conversation_channel() {
+    let engine = engine().await;
+    let mut events = engine.subscribe();
+    let sent = engine
+        .send(SendRequest::to("18", "1", "  Hello, student  "))
+        .await
+        .expect("send");
+    assert!(sent.created);
+    assert_eq!(sent.message.seq, 1);
+    assert_eq!(sent.message.body, "Hello, student", "trimmed");
+    let event = next_event(&mut events).await;
+    assert_eq!(event.channel, "private-conversation-1-18");
+    assert_eq!(event.name, event::NEW_MESSAGE);
+    let payload: Message = serde_json::from_slice(&event.payload).expect("json");
+    assert_eq!(payload, sent.message);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_state_change_emits_its_event() {
+    let engine = engine().await;
+    let mut events = engine.subscribe();
+    let m = engine
+        .send(SendRequest::to("1", "18", "hi"))
+        .await
+        .expect("send")
+        .message;
+    engine.typing("18", "1-18").await.expect("typing");
+    engine.mark_read("18", "1-18", 1).await.expect("read");
+    engine.edit("1", m.id, "hi there").await.expect("edit");
+    engine.react("18", m.id, "👍").await.expect("react");
+    engine.unreact("18", m.id).await.expect("unreact");
+    engine.delete("1", m.id).await.expect("delete");
+    let mut names = Vec::new();
+    for _ in 0..7 {
+        let e = next_event(&mut events).await;
+        assert_eq!(e.channel, "private-conversation-1-18");
+        names.push(e.name.clone());
+        if e.name == event::TYPING {
+            let t: event::Typing = serde_json::from_slice(&e.payload).expect("json");
+            assert_eq!(t.user_id.as_str(), "18");
+        }
+        if e.name == event::REACTION {
+            let r: event::ReactionChanged = serde_json::from_slice(&e.payload).expect("json");
+            assert_eq!(r.message_id, m.id);
+        }
+    }
+    // Typing skips the outbox, so it may overtake stored events; the
+    // stored ones keep their order.
+    let stored: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != event::TYPING)
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            event::NEW_MESSAGE,
+            event::MESSAGES_READ,
+            event::MESSAGE_EDITED,
+            event::REACTION,
+            event::REACTION,
+            event::MESSAGE_DELETED
+        ]
+    );
+    assert!(names.iter().any(|n| n == event::TYPING));
+    let history = engine
+        .history("1-18", PageRequest::default())
+        .await
+        .expect("history");
+    assert_eq!(history.items.len(), 1, "typing is never stored");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_clear_errors() {
+    let engine = engine().await;
+    let cases: Vec<(SendRequest, ErrorKind, &str)> = vec![
+        (SendRequest::to("1", "18", "   "), ErrorKind::InvalidArgument, "empty"),
+        (
+            SendRequest::to("1", "18", "x".repeat(10 * 1024 + 1)),
+            ErrorKind::InvalidArgument,
+            "10 KiB",
+        ),
+        (SendRequest::to("1 2", "18", "hi"), ErrorKind::InvalidArgument, "' '"),
+        (
+            SendRequest::in_conversation("5", "1-18", "hi"),
+            ErrorKind::Forbidden,
+            "not in conversation 1-18",
+        ),
+        (
+            SendRequest::in_conversation("1", "18-1", "hi"),
+            ErrorKind::InvalidArgument,
+            "canonical",
+        ),
+    ];
+    for (request, kind, needle) in cases {
+        let err = engine.send(request).await.expect_err("must fail");
+        assert_eq!(err.kind(), kind, "{err}");
+        assert!(err.to_string().contains(needle), "{err:?} lacks {needle:?}");
+    }
+    let ok = engine
+        .send(SendRequest::to("1", "18", "x".repeat(10 * 1024)))
+        .await;
+    assert!(ok.is_ok(), "exactly 10 KiB is allowed");
+    let err = engine.typing("5", "1-18").await.expect_err("not a member");
+    assert_eq!(err.kind(), ErrorKind::Forbidden);
+    let err = engine.message(12345).await.expect_err("missing");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    engine.shutdown().await;
+    let err = engine
+        .send(SendRequest::to("1", "18", "late"))
+        .await
+        .expect_err("closed");
+    assert_eq!(err.kind(), ErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn a_retried_send_returns_the_first_message_and_announces_nothing_new() {
+    let engine = engine().await;
+    let mut events = engine.subscribe();
+    let first = engine
+        .send(SendRequest::to("1", "18", "once").client_msg_id("k1"))
+        .await
+        .expect("send");
+    let again = engine
+        .send(SendRequest::to("1", "18", "once").client_msg_id("k1"))
+        .await
+        .expect("retry");
+    assert!(!again.created);
+    assert_eq!(again.message, first.message);
+    let marker = engine
+        .send(SendRequest::to("1", "18", "marker"))
+        .await
+        .expect("send");
+    let a = next_event(&mut events).await;
+    let b = next_event(&mut events).await;
+    let ids: Vec<i64> = [a, b]
+        .iter()
+        .map(|e| serde_json::from_slice::<Message>(&e.payload).expect("json").id)
+        .collect();
+    assert_eq!(ids, [first.message.id, marker.message.id]);
+    engine.shutdown().await;
+}
+
+/// A transport that refuses everything until switched on.
+struct Flaky {
+    up: AtomicBool,
+    delivered: std::sync::Mutex<Vec<(String, String, Bytes)>>,
+}
+
+#[async_trait]
+impl Transport for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    async fn deliver(&self, channel: &str, event: &str, payload: Bytes) -> tidings::Result<()> {
+        if !self.up.load(Ordering::SeqCst) {
+            return Err(tidings::Error::transport("flaky", "connection refused"));
+        }
+        self.delivered
+            .lock()
+            .expect("lock")
+            .push((channel.into(), event.into(), payload));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn pending_deliveries_survive_a_restart_and_go_out_in_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let down = Arc::new(Flaky {
+        up: AtomicBool::new(false),
+        delivered: Default::default(),
+    });
+    let engine = Engine::builder()
+        .config(EngineConfig::with_store(&url))
+        .transport(down.clone())
+        .build()
+        .await
+        .expect("engine");
+    for i in 1..=3 {
+        engine
+            .send(SendRequest::to("1", "18", format!("m{i}")))
+            .await
+            .expect("accepted while the transport is down");
+    }
+    // Wait until the worker has tried (and failed) the first row.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let pending = engine.pending_deliveries(10).await.expect("pending");
+        if pending.first().is_some_and(|r| r.attempts > 0) {
+            assert_eq!(pending.len(), 3);
+            assert!(pending[0]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("connection refused")));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no attempt seen");
+        tokio::task::yield_now().await;
+    }
+    engine.shutdown().await;
+    drop(engine);
+
+    let up = Arc::new(Flaky {
+        up: AtomicBool::new(true),
+        delivered: Default::default(),
+    });
+    let engine = Engine::builder()
+        .config(EngineConfig::with_store(&url))
+        .transport(up.clone())
+        .build()
+        .await
+        .expect("engine");
+    engine
+        .send(SendRequest::to("18", "1", "newer"))
+        .await
+        .expect("send");
+    engine.shutdown().await;
+    let delivered = up.delivered.lock().expect("lock");
+    let bodies: Vec<String> = delivered
+        .iter()
+        .map(|(_, _, p)| serde_json::from_slice::<Message>(p).expect("json").body)
+        .collect();
+    assert_eq!(bodies, ["m1", "m2", "m3", "newer"]);
+    assert!(engine.pending_deliveries(10).await.expect("pending").is_empty());
+}
