@@ -102,6 +102,7 @@ impl Error {
     }
 
     /// A storage failure with its cause; `context` says what was being done.
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
     pub(crate) fn storage(context: impl fmt::Display, source: impl Into<BoxError>) -> Self {
         let source = source.into();
         Error::Storage {

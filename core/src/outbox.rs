@@ -59,7 +59,9 @@ impl OutboxWorker {
                 .await
                 .is_err()
             {
-                tracing::warn!("outbox worker did not stop in time; pending rows stay for the next start");
+                tracing::warn!(
+                    "outbox worker did not stop in time; pending rows stay for the next start"
+                );
             }
         }
     }

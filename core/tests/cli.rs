@@ -33,10 +33,44 @@ fn send_history_search_inbox_round_trip() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     ok(d, &["send", "--from", "1", "--to", "18", "Hello teacher"]);
-    ok(d, &["send", "--from", "18", "--to", "1", "Homework is due Friday"]);
-    let third = ok(d, &["send", "--from", "1", "--to", "18", "--client-id", "k", "Thanks!"]);
+    ok(
+        d,
+        &[
+            "send",
+            "--from",
+            "18",
+            "--to",
+            "1",
+            "Homework is due Friday",
+        ],
+    );
+    let third = ok(
+        d,
+        &[
+            "send",
+            "--from",
+            "1",
+            "--to",
+            "18",
+            "--client-id",
+            "k",
+            "Thanks!",
+        ],
+    );
     assert!(third.contains("#3 in 1-18"), "{third}");
-    let again = ok(d, &["send", "--from", "1", "--to", "18", "--client-id", "k", "Thanks!"]);
+    let again = ok(
+        d,
+        &[
+            "send",
+            "--from",
+            "1",
+            "--to",
+            "18",
+            "--client-id",
+            "k",
+            "Thanks!",
+        ],
+    );
     assert!(again.contains("nothing stored"), "{again}");
     assert!(d.join("tidings-data/tidings.db").exists(), "default store");
 
@@ -49,7 +83,10 @@ fn send_history_search_inbox_round_trip() {
         .collect();
     assert_eq!(seqs, [3, 2, 1], "newest first, nothing stored twice");
     let text = ok(d, &["history", "1-18", "--limit", "2"]);
-    assert!(text.contains("1: Thanks!") && text.contains("--before 2"), "{text}");
+    assert!(
+        text.contains("1: Thanks!") && text.contains("--before 2"),
+        "{text}"
+    );
 
     let found = json(d, &["search", "--user", "1", "homework"]);
     assert_eq!(found[0]["body"], "Homework is due Friday");
@@ -76,14 +113,23 @@ fn mistakes_get_a_readable_error_and_a_failing_exit_code() {
     for (args, needle) in [
         (&["send", "--from", "1", "--to", "18", " "][..], "empty"),
         (&["history", "18-1"][..], "canonical"),
-        (&["send", "--from", "1 x", "--to", "18", "hi"][..], "user id"),
+        (
+            &["send", "--from", "1 x", "--to", "18", "hi"][..],
+            "user id",
+        ),
         (&["edit", "--user", "1", "99", "text"][..], "does not exist"),
-        (&["--store", "mysql://x", "inbox", "--user", "1"][..], "unknown store URL"),
+        (
+            &["--store", "mysql://x", "inbox", "--user", "1"][..],
+            "unknown store URL",
+        ),
     ] {
         let out = tidings(d, args);
         assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("error") && err.contains(needle), "{args:?}: {err}");
+        assert!(
+            err.contains("error") && err.contains(needle),
+            "{args:?}: {err}"
+        );
         assert!(out.stdout.is_empty(), "errors go to stderr only");
     }
 }

@@ -104,13 +104,21 @@ async fn every_state_change_emits_its_event() {
 async fn bad_requests_are_clear_errors() {
     let engine = engine().await;
     let cases: Vec<(SendRequest, ErrorKind, &str)> = vec![
-        (SendRequest::to("1", "18", "   "), ErrorKind::InvalidArgument, "empty"),
+        (
+            SendRequest::to("1", "18", "   "),
+            ErrorKind::InvalidArgument,
+            "empty",
+        ),
         (
             SendRequest::to("1", "18", "x".repeat(10 * 1024 + 1)),
             ErrorKind::InvalidArgument,
             "10 KiB",
         ),
-        (SendRequest::to("1 2", "18", "hi"), ErrorKind::InvalidArgument, "' '"),
+        (
+            SendRequest::to("1 2", "18", "hi"),
+            ErrorKind::InvalidArgument,
+            "' '",
+        ),
         (
             SendRequest::in_conversation("5", "1-18", "hi"),
             ErrorKind::Forbidden,
@@ -165,7 +173,11 @@ async fn a_retried_send_returns_the_first_message_and_announces_nothing_new() {
     let b = next_event(&mut events).await;
     let ids: Vec<i64> = [a, b]
         .iter()
-        .map(|e| serde_json::from_slice::<Message>(&e.payload).expect("json").id)
+        .map(|e| {
+            serde_json::from_slice::<Message>(&e.payload)
+                .expect("json")
+                .id
+        })
         .collect();
     assert_eq!(ids, [first.message.id, marker.message.id]);
     engine.shutdown().await;
@@ -247,11 +259,17 @@ async fn pending_deliveries_survive_a_restart_and_go_out_in_order() {
         .await
         .expect("send");
     engine.shutdown().await;
-    let delivered = up.delivered.lock().expect("lock");
-    let bodies: Vec<String> = delivered
+    let bodies: Vec<String> = up
+        .delivered
+        .lock()
+        .expect("lock")
         .iter()
         .map(|(_, _, p)| serde_json::from_slice::<Message>(p).expect("json").body)
         .collect();
     assert_eq!(bodies, ["m1", "m2", "m3", "newer"]);
-    assert!(engine.pending_deliveries(10).await.expect("pending").is_empty());
+    assert!(engine
+        .pending_deliveries(10)
+        .await
+        .expect("pending")
+        .is_empty());
 }

@@ -1,7 +1,3 @@
 //! The store conformance suite on the in-memory backend.
 
-tidings::store_conformance!(async {
-    tidings::store::open("memory:")
-        .await
-        .expect("memory store")
-});
+tidings::store_conformance!(async { tidings::store::open("memory:").await.expect("memory store") });

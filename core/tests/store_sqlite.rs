@@ -65,8 +65,14 @@ async fn messages_survive_reopening() {
 
 #[tokio::test]
 async fn unknown_url_options_are_refused() {
-    let err = store::open("sqlite://x.db?journal=off").await.err().expect("fail");
+    let err = store::open("sqlite://x.db?journal=off")
+        .await
+        .err()
+        .expect("fail");
     assert_eq!(err.kind(), ErrorKind::Config);
-    let err = store::open("mysql://localhost/x").await.err().expect("fail");
+    let err = store::open("mysql://localhost/x")
+        .await
+        .err()
+        .expect("fail");
     assert_eq!(err.kind(), ErrorKind::Config);
 }

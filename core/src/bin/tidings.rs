@@ -9,7 +9,11 @@ use tidings::config::DEFAULT_STORE_URL;
 use tidings::{Engine, EngineConfig, Message, PageRequest, SendRequest};
 
 #[derive(Parser)]
-#[command(name = "tidings", version, about = "Embeddable real-time messaging engine")]
+#[command(
+    name = "tidings",
+    version,
+    about = "Embeddable real-time messaging engine"
+)]
 struct Cli {
     /// Where messages are stored: sqlite://PATH or postgres://USER@HOST/DB.
     #[arg(long, global = true, env = "TIDINGS_STORE", default_value = DEFAULT_STORE_URL)]
@@ -105,7 +109,11 @@ struct SendArgs {
     #[arg(long)]
     from: String,
     /// The recipient's user id.
-    #[arg(long, required_unless_present = "conversation", conflicts_with = "conversation")]
+    #[arg(
+        long,
+        required_unless_present = "conversation",
+        conflicts_with = "conversation"
+    )]
     to: Option<String>,
     /// Or a conversation id such as 1-18.
     #[arg(long)]
@@ -123,8 +131,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -159,18 +166,31 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
         Command::Send(args) => {
             let mut request = match (args.to, args.conversation) {
                 (Some(to), _) => SendRequest::to(args.from, to, args.text.join(" ")),
-                (None, Some(conv)) => SendRequest::in_conversation(args.from, conv, args.text.join(" ")),
+                (None, Some(conv)) => {
+                    SendRequest::in_conversation(args.from, conv, args.text.join(" "))
+                }
                 (None, None) => unreachable!("clap requires --to or --conversation"),
             };
             request.client_msg_id = args.client_id;
             let sent = engine.send(request).await?;
             out.print(&sent.message, || {
                 let m = &sent.message;
-                let what = if sent.created { "sent" } else { "already sent (same --client-id), nothing stored" };
-                format!("{what}: #{} in {} (message id {})", m.seq, m.conversation_id, m.id)
+                let what = if sent.created {
+                    "sent"
+                } else {
+                    "already sent (same --client-id), nothing stored"
+                };
+                format!(
+                    "{what}: #{} in {} (message id {})",
+                    m.seq, m.conversation_id, m.id
+                )
             });
         }
-        Command::History { conversation, before, limit } => {
+        Command::History {
+            conversation,
+            before,
+            limit,
+        } => {
             let page = engine
                 .history(&conversation, PageRequest { before, limit })
                 .await?;
@@ -185,7 +205,11 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
                 text
             });
         }
-        Command::After { conversation, seq, max } => {
+        Command::After {
+            conversation,
+            seq,
+            max,
+        } => {
             let items = engine.messages_after(&conversation, seq, max).await?;
             out.print(&items, || {
                 if items.is_empty() {
@@ -195,10 +219,17 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
                 }
             });
         }
-        Command::Read { user, conversation, up_to } => {
+        Command::Read {
+            user,
+            conversation,
+            up_to,
+        } => {
             let state = engine.mark_read(&user, &conversation, up_to).await?;
             out.print(&state, || {
-                format!("{} has read {} up to #{}", state.user_id, state.conversation_id, state.seq)
+                format!(
+                    "{} has read {} up to #{}",
+                    state.user_id, state.conversation_id, state.seq
+                )
             });
         }
         Command::Inbox { user, limit } => {
@@ -242,7 +273,12 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
         }
         Command::Delete { user, id } => {
             let m = engine.delete(&user, id).await?;
-            out.print(&m, || format!("deleted message {} (#{} in {})", m.id, m.seq, m.conversation_id));
+            out.print(&m, || {
+                format!(
+                    "deleted message {} (#{} in {})",
+                    m.id, m.seq, m.conversation_id
+                )
+            });
         }
         Command::React { user, id, emoji } => {
             let m = engine.react(&user, id, &emoji).await?;
@@ -266,7 +302,10 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
                             r.conversation_id,
                             r.event,
                             r.attempts,
-                            r.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                            r.last_error
+                                .as_deref()
+                                .map(|e| format!("  last error: {e}"))
+                                .unwrap_or_default()
                         )
                     })
                     .collect::<Vec<_>>()
@@ -306,7 +345,11 @@ fn line(m: &Message) -> String {
         m.seq,
         humantime::format_rfc3339_millis(when),
         m.sender_id,
-        if m.deleted_at.is_some() { "(deleted)" } else { &m.body }
+        if m.deleted_at.is_some() {
+            "(deleted)"
+        } else {
+            &m.body
+        }
     );
     if m.edited_at.is_some() && m.deleted_at.is_none() {
         text.push_str("  (edited)");

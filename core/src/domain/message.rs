@@ -53,6 +53,9 @@ pub fn validate_body(body: &str) -> Result<String> {
     if body.is_empty() {
         return Err(Error::invalid("message body is empty"));
     }
+    if body.contains('\0') {
+        return Err(Error::invalid("message body contains a NUL character"));
+    }
     if body.len() > MAX_BODY_BYTES {
         return Err(Error::invalid(format!(
             "message body is {} bytes; at most {MAX_BODY_BYTES} (10 KiB) are allowed",

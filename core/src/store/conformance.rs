@@ -231,7 +231,10 @@ pub async fn pagination_edges(store: Arc<dyn Store>) {
     let bad = store.history(&c, PageRequest::newest(0)).await;
     assert_eq!(bad.expect_err("limit 0").kind(), ErrorKind::InvalidArgument);
     let bad = store.history(&c, PageRequest::newest(101)).await;
-    assert_eq!(bad.expect_err("limit 101").kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        bad.expect_err("limit 101").kind(),
+        ErrorKind::InvalidArgument
+    );
 }
 
 pub async fn large_and_non_ascii_bodies_round_trip(store: Arc<dyn Store>) {
@@ -314,8 +317,7 @@ pub async fn read_marks_only_move_forward(store: Arc<dyn Store>) {
         .filter(|o| o.event == event::MESSAGES_READ)
         .collect();
     assert_eq!(events.len(), 2, "one event per advance");
-    let payload: event::MessagesRead =
-        serde_json::from_slice(&events[1].payload).expect("payload");
+    let payload: event::MessagesRead = serde_json::from_slice(&events[1].payload).expect("payload");
     assert_eq!(payload.seq, 5);
     assert_eq!(payload.user_id, user("18"));
 }
@@ -444,7 +446,10 @@ pub async fn edits_deletes_and_reactions_follow_the_rules(store: Arc<dyn Store>)
         .change(m.id, &one, edit("fixed"), 10)
         .await
         .expect("edit");
-    assert_eq!((edited.body.as_str(), edited.edited_at), ("fixed", Some(10)));
+    assert_eq!(
+        (edited.body.as_str(), edited.edited_at),
+        ("fixed", Some(10))
+    );
     let react = |e: &str| MessageChange::React { emoji: e.into() };
     store
         .change(m.id, &teacher, react("👍"), 11)
@@ -496,7 +501,11 @@ pub async fn edits_deletes_and_reactions_follow_the_rules(store: Arc<dyn Store>)
         .history(&conv("1", "18"), PageRequest::default())
         .await
         .expect("history");
-    assert_eq!(history.items, [deleted], "a deleted message stays as a tombstone");
+    assert_eq!(
+        history.items,
+        [deleted],
+        "a deleted message stays as a tombstone"
+    );
     let names: Vec<String> = store
         .claim_outbox(0, 1000)
         .await
@@ -532,10 +541,7 @@ pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
         let payload: Message = serde_json::from_slice(&item.payload).expect("payload");
         assert_eq!(&payload, message);
     }
-    let rest = store
-        .claim_outbox(claimed[2].id, 10)
-        .await
-        .expect("claim");
+    let rest = store.claim_outbox(claimed[2].id, 10).await.expect("claim");
     assert_eq!(rest.len(), 2);
     store
         .fail_outbox(claimed[0].id, "pusher: 503 Service Unavailable")

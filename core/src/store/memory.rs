@@ -7,8 +7,7 @@ use async_trait::async_trait;
 
 use super::{
     apply_change, change_payload, check_change, check_max, existing_for_retry, no_message, search,
-    Appended,
-    MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
+    Appended, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
 };
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -44,7 +43,9 @@ struct State {
 
 impl State {
     fn message(&self, id: MessageId) -> Option<&Message> {
-        usize::try_from(id - 1).ok().and_then(|i| self.messages.get(i))
+        usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| self.messages.get(i))
     }
 
     fn push_outbox(&mut self, event: PendingEvent) {
@@ -154,9 +155,9 @@ impl Store for MemoryStore {
                 next_before: None,
             });
         };
-        let end = page
-            .before
-            .map_or(c.messages.len(), |b| (b - 1).clamp(0, c.messages.len() as Seq) as usize);
+        let end = page.before.map_or(c.messages.len(), |b| {
+            (b - 1).clamp(0, c.messages.len() as Seq) as usize
+        });
         let start = end.saturating_sub(page.limit as usize);
         let items: Vec<Message> = c.messages[start..end]
             .iter()
@@ -372,4 +373,3 @@ impl Store for MemoryStore {
             .collect())
     }
 }
-

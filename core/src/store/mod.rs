@@ -19,14 +19,14 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod search;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-#[cfg(feature = "postgres")]
-pub mod postgres;
-#[cfg(feature = "testing")]
-pub mod conformance;
 
 /// Largest `max` for [`Store::messages_after`] and [`Store::search`].
 pub const MAX_BATCH: u32 = 1000;
@@ -98,8 +98,12 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, conv: &ConversationId, page: PageRequest) -> Result<Page<Message>>;
 
     /// Oldest first, seq above `after`, at most `max` (1..=[`MAX_BATCH`]).
-    async fn messages_after(&self, conv: &ConversationId, after: Seq, max: u32)
-        -> Result<Vec<Message>>;
+    async fn messages_after(
+        &self,
+        conv: &ConversationId,
+        after: Seq,
+        max: u32,
+    ) -> Result<Vec<Message>>;
 
     /// One message by id.
     async fn message(&self, id: MessageId) -> Result<Option<Message>>;
@@ -109,8 +113,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves `user`'s read mark up to `min(up_to, last seq)`; never back.
     /// Writes a `messages-read` outbox row when it advanced.
-    async fn mark_read(&self, conv: &ConversationId, user: &UserId, up_to: Seq)
-        -> Result<ReadUpdate>;
+    async fn mark_read(
+        &self,
+        conv: &ConversationId,
+        user: &UserId,
+        up_to: Seq,
+    ) -> Result<ReadUpdate>;
 
     /// The user's read mark and unread count in one conversation.
     async fn unread(&self, conv: &ConversationId, user: &UserId) -> Result<(ReadState, u64)>;

@@ -150,8 +150,11 @@ impl SqliteStore {
 
 fn configure_writer(conn: &Connection, synchronous: &str) -> Result<()> {
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL;
+        "PRAGMA page_size = 1024;
+         PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {synchronous};
+         PRAGMA wal_autocheckpoint = 16384;
+         PRAGMA cache_size = -16384;
          PRAGMA busy_timeout = 5000;
          PRAGMA foreign_keys = OFF;"
     ))
@@ -391,7 +394,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(db("reading the inbox"))?;
             let convs: Vec<(i64, i64)> = stmt
-                .query_map(params![user.as_str(), limit], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(params![user.as_str(), limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .and_then(|rows| rows.collect())
                 .map_err(db("reading the inbox"))?;
             let mut entries = Vec::with_capacity(convs.len());
@@ -465,9 +470,11 @@ impl Store for SqliteStore {
                 let sql_db = db("changing a message");
                 match &change {
                     MessageChange::Edit { body } => {
-                        conn.prepare_cached("UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1")
-                            .and_then(|mut s| s.execute(params![id, body, at]))
-                            .map_err(&sql_db)?;
+                        conn.prepare_cached(
+                            "UPDATE messages SET body = ?2, edited_at = ?3 WHERE id = ?1",
+                        )
+                        .and_then(|mut s| s.execute(params![id, body, at]))
+                        .map_err(&sql_db)?;
                         reindex(conn, id, Some(body))?;
                     }
                     MessageChange::Delete => {
@@ -594,7 +601,9 @@ impl Store for SqliteStore {
                 )
                 .map_err(db("listing the outbox"))?;
             let rows: Vec<(OutboxId, String, String, u32, Option<String>)> = stmt
-                .query_map([max], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                .query_map([max], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .and_then(|rows| rows.collect())
                 .map_err(db("listing the outbox"))?;
             rows.into_iter()

@@ -72,9 +72,14 @@ pub(super) fn load_reactions(conn: &Connection, messages: &mut [Message]) -> Res
              WHERE message BETWEEN ?1 AND ?2 ORDER BY message, user_id",
         )
         .map_err(db("reading reactions"))?;
-    let mut rows = stmt.query(params![lo, hi]).map_err(db("reading reactions"))?;
-    let index: std::collections::HashMap<i64, usize> =
-        messages.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+    let mut rows = stmt
+        .query(params![lo, hi])
+        .map_err(db("reading reactions"))?;
+    let index: std::collections::HashMap<i64, usize> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, i))
+        .collect();
     while let Some(row) = rows.next().map_err(db("reading reactions"))? {
         let id: i64 = row.get(0).map_err(db("reading reactions"))?;
         if let Some(m) = index.get(&id).map(|&i| &mut messages[i]) {
@@ -108,6 +113,9 @@ pub(super) fn message_by_client_id(
 /// The row id of a conversation, if it has one.
 pub(super) fn conversation_row(conn: &Connection, key: &str) -> Result<Option<(i64, i64)>> {
     conn.prepare_cached("SELECT id, last_seq FROM conversations WHERE key = ?1")
-        .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
         .map_err(db("looking up a conversation"))
 }

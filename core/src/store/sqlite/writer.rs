@@ -4,12 +4,13 @@
 //! last commit and runs them in one transaction: appends together (one
 //! conversation lookup and one `last_seq` update per conversation), other
 //! operations each in a savepoint so one failing leaves the rest. Each
-//! caller is answered only after the commit. Nothing lingers: a lone sender
-//! gets one commit per message, and concurrent senders share commits
-//! because they queue while the previous one is written.
+//! caller is answered only after the commit. A lone sender gets one commit
+//! per message with no wait; under load the writer lingers up to 2 ms while
+//! requests keep arriving, so concurrent senders share larger commits.
 
 use std::collections::HashMap;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
@@ -22,6 +23,10 @@ use crate::store::{existing_for_retry, Appended};
 
 /// Most jobs in one transaction.
 const MAX_GROUP: usize = 4096;
+/// Longest wait for more requests before a shared commit.
+const MAX_LINGER: Duration = Duration::from_millis(2);
+/// How often the writer looks for more requests while it lingers.
+const LINGER_STEP: Duration = Duration::from_micros(200);
 /// Queue depth before senders wait: backpressure, not unbounded memory.
 const QUEUE_DEPTH: usize = 16 * 1024;
 
@@ -133,20 +138,58 @@ where
 fn run(conn: Connection, mut receiver: mpsc::Receiver<Queued>) {
     let mut appends = Vec::new();
     let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+    let mut last_group = 0;
     while let Some(first) = receiver.blocking_recv() {
-        let mut queued = Some(first);
-        let mut count = 0;
-        while let Some(q) = queued.take() {
-            match q {
-                Queued::Append(msg, reply) => appends.push((msg, reply)),
-                Queued::Job(job) => jobs.push(job),
-            }
-            count += 1;
-            if count < MAX_GROUP {
-                queued = receiver.try_recv().ok();
+        let mut group = Group {
+            appends: &mut appends,
+            jobs: &mut jobs,
+            count: 0,
+        };
+        group.push(first);
+        group.drain(&mut receiver);
+        // Under load (the last group was shared), wait briefly while more
+        // requests keep arriving: fewer, larger commits. A lone sender never
+        // waits.
+        if last_group > 1 {
+            let deadline = Instant::now() + MAX_LINGER;
+            while group.count < MAX_GROUP && Instant::now() < deadline {
+                thread::sleep(LINGER_STEP);
+                if group.drain(&mut receiver) == 0 {
+                    break;
+                }
             }
         }
+        last_group = group.count;
         commit_group(&conn, &mut appends, &mut jobs);
+    }
+}
+
+/// The jobs of the next transaction.
+struct Group<'a> {
+    appends: &'a mut Vec<AppendRequest>,
+    jobs: &'a mut Vec<Box<dyn Job>>,
+    count: usize,
+}
+
+impl Group<'_> {
+    fn push(&mut self, queued: Queued) {
+        match queued {
+            Queued::Append(msg, reply) => self.appends.push((msg, reply)),
+            Queued::Job(job) => self.jobs.push(job),
+        }
+        self.count += 1;
+    }
+
+    /// Takes what is queued now, up to the group limit; returns how many.
+    fn drain(&mut self, receiver: &mut mpsc::Receiver<Queued>) -> usize {
+        let before = self.count;
+        while self.count < MAX_GROUP {
+            match receiver.try_recv() {
+                Ok(queued) => self.push(queued),
+                Err(_) => break,
+            }
+        }
+        self.count - before
     }
 }
 

@@ -1,0 +1,245 @@
+//! Sends per second into SQLite (and PostgreSQL when
+//! `TIDINGS_BENCH_POSTGRES_URL` is set), with 1 and 64 concurrent senders,
+//! beside the raw ceiling of the same schema measured in the same run.
+//!
+//! ```sh
+//! cargo bench -p tidings --bench sends            # SQLite only
+//! TIDINGS_BENCH_POSTGRES_URL=postgres://… cargo bench -p tidings --bench sends
+//! ```
+//! Rounds alternate between the variants; medians are reported.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidings::store::{self, Store};
+use tidings::{ConversationId, Engine, EngineConfig, NewMessage, SendRequest, UserId};
+
+const ROUNDS: usize = 5;
+const SINGLE_SENDS: usize = 5_000;
+const CONCURRENT_SENDS: usize = 64 * 1_000;
+const SENDERS: usize = 64;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+type Variant = (
+    &'static str,
+    Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = f64>>>>,
+);
+
+async fn run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = dir.path().to_path_buf();
+    let mut variants: Vec<Variant> = Vec::new();
+    let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let fresh_sqlite = {
+        let counter = counter.clone();
+        move || {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("sqlite://{}/bench-{n}.db", base.display())
+        }
+    };
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite raw ceiling (rusqlite, 1000 rows/commit, same schema)",
+            Box::new(move || Box::pin(raw_sqlite(f()))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite store.append, 1 sender",
+            Box::new(move || Box::pin(appends(f(), 1, SINGLE_SENDS))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite store.append, 64 senders",
+            Box::new(move || Box::pin(appends(f(), SENDERS, CONCURRENT_SENDS))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite engine.send, 64 senders (delivery running)",
+            Box::new(move || Box::pin(engine_sends(f(), SENDERS, CONCURRENT_SENDS))),
+        ));
+    }
+    if let Ok(pg) = std::env::var("TIDINGS_BENCH_POSTGRES_URL") {
+        let pg2 = pg.clone();
+        variants.push((
+            "postgres store.append, 1 sender",
+            Box::new(move || Box::pin(appends(pg.clone(), 1, SINGLE_SENDS / 5))),
+        ));
+        variants.push((
+            "postgres store.append, 64 senders",
+            Box::new(move || Box::pin(appends(pg2.clone(), SENDERS, CONCURRENT_SENDS))),
+        ));
+    }
+    if let Ok(only) = std::env::var("TIDINGS_BENCH_ONLY") {
+        variants.retain(|(name, _)| name.contains(only.as_str()));
+    }
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..ROUNDS {
+        for (i, (name, f)) in variants.iter().enumerate() {
+            let rate = f().await;
+            eprintln!("round {round}: {name}: {rate:.0} msgs/s");
+            results[i].push(rate);
+        }
+    }
+    println!("\nmedian of {ROUNDS} alternating rounds (min / median / max msgs/s):");
+    for ((name, _), mut r) in variants.iter().zip(results) {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "  {name:<60} {:>9.0} / {:>9.0} / {:>9.0}",
+            r[0],
+            r[r.len() / 2],
+            r[r.len() - 1]
+        );
+    }
+}
+
+fn new_message(sender: usize, i: usize) -> NewMessage {
+    // Each sender talks in its own conversation, as chat users do.
+    let a = UserId::new(format!("{}", sender * 2 + 1)).expect("user");
+    let b = UserId::new(format!("{}", sender * 2 + 2)).expect("user");
+    NewMessage {
+        conversation_id: ConversationId::between(&a, &b).expect("conv"),
+        sender_id: a,
+        body: format!("message {i} from sender {sender}: see you in class tomorrow"),
+        client_msg_id: Some(format!("{sender}-{i}-{}", rand_suffix())),
+        created_at: store::now_ms(),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn appends(url: String, senders: usize, total: usize) -> f64 {
+    let store: Arc<dyn Store> = store::open(&url).await.expect("store");
+    let per = total / senders;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let store = store.clone();
+        let msgs: Vec<NewMessage> = (0..per).map(|i| new_message(s, i)).collect();
+        tasks.push(tokio::spawn(async move {
+            for m in msgs {
+                store.append(m).await.expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    rate(per * senders, start.elapsed())
+}
+
+async fn engine_sends(url: String, senders: usize, total: usize) -> f64 {
+    let engine = Engine::open(EngineConfig::with_store(url))
+        .await
+        .expect("engine");
+    let per = total / senders;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..senders {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                let (a, b) = (format!("{}", s * 2 + 1), format!("{}", s * 2 + 2));
+                engine
+                    .send(SendRequest::to(
+                        a,
+                        b,
+                        format!("message {i}: see you in class tomorrow"),
+                    ))
+                    .await
+                    .expect("send");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let elapsed = start.elapsed();
+    engine.shutdown().await;
+    rate(per * senders, elapsed)
+}
+
+/// The same rows the store writes per message (message + outbox row, plus a
+/// conversation update per group), straight through rusqlite.
+async fn raw_sqlite(url: String) -> f64 {
+    // Let the store create the schema, then write around it.
+    drop(store::open(&url).await.expect("store"));
+    let path = url.trim_start_matches("sqlite://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .expect("pragmas");
+        for s in 0..SENDERS {
+            conn.execute(
+                "INSERT INTO conversations (key, user_lo, user_hi) VALUES (?1, ?2, ?3)",
+                rusqlite::params![format!("{}-{}", s * 2 + 1, s * 2 + 2), "a", "b"],
+            )
+            .expect("conv");
+        }
+        let total = CONCURRENT_SENDS;
+        let msgs: Vec<NewMessage> = (0..total).map(|i| new_message(i % SENDERS, i)).collect();
+        let start = Instant::now();
+        let mut seq = vec![0i64; SENDERS];
+        for chunk in msgs.chunks(1000).enumerate() {
+            let (c, chunk) = chunk;
+            conn.execute_batch("BEGIN").expect("begin");
+            {
+                let mut ins = conn
+                    .prepare_cached(
+                        "INSERT INTO messages (conversation, seq, sender, body, client_msg_id, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .expect("prepare");
+                let mut out = conn
+                    .prepare_cached("INSERT INTO outbox (conversation, event, message) VALUES (?1, 'new-message', ?2)")
+                    .expect("prepare");
+                for (j, m) in chunk.iter().enumerate() {
+                    let s = (c * 1000 + j) % SENDERS;
+                    seq[s] += 1;
+                    ins.execute(rusqlite::params![
+                        s as i64 + 1,
+                        seq[s],
+                        m.sender_id.as_str(),
+                        m.body,
+                        m.client_msg_id,
+                        m.created_at
+                    ])
+                    .expect("insert");
+                    out.execute(rusqlite::params![s as i64 + 1, conn.last_insert_rowid()])
+                        .expect("outbox");
+                }
+                let mut upd = conn
+                    .prepare_cached("UPDATE conversations SET last_seq = ?2, last_at = ?3 WHERE id = ?1")
+                    .expect("prepare");
+                for (s, last) in seq.iter().enumerate() {
+                    upd.execute(rusqlite::params![s as i64 + 1, last, 0]).expect("update");
+                }
+            }
+            conn.execute_batch("COMMIT").expect("commit");
+        }
+        rate(total, start.elapsed())
+    })
+    .await
+    .expect("raw task")
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
