@@ -20,12 +20,18 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "broker")]
+pub mod api;
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod event;
 mod outbox;
+#[cfg(feature = "_signing")]
+pub mod signature;
 pub mod store;
 pub mod transport;
 

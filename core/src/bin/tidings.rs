@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use tidings::config::DEFAULT_STORE_URL;
@@ -15,9 +18,10 @@ use tidings::{Engine, EngineConfig, Message, PageRequest, SendRequest};
     about = "Embeddable real-time messaging engine"
 )]
 struct Cli {
-    /// Where messages are stored: sqlite://PATH or postgres://USER@HOST/DB.
-    #[arg(long, global = true, env = "TIDINGS_STORE", default_value = DEFAULT_STORE_URL)]
-    store: String,
+    /// Where messages are stored: sqlite://PATH or postgres://USER@HOST/DB
+    /// [default: sqlite://./tidings-data/tidings.db, or in --data-dir for serve]
+    #[arg(long, global = true, env = "TIDINGS_STORE")]
+    store: Option<String>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -27,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server: Pusher-compatible broker, HTTP APIs and chat page.
+    Serve(ServeArgs),
     /// Send a message from one user to another.
     Send(SendArgs),
     /// Show a conversation's messages, newest first.
@@ -105,6 +111,29 @@ enum Command {
 }
 
 #[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TIDINGS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory for the SQLite file and the generated app secret.
+    #[arg(long, env = "TIDINGS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML file with listen, data_dir, store and [[app]] entries.
+    #[arg(long, env = "TIDINGS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Webhook target of the default app.
+    #[arg(long, env = "TIDINGS_WEBHOOK")]
+    webhook: Vec<String>,
+    /// Demo mode: the chat page signs in by typing a user id, no token.
+    #[arg(long)]
+    demo: bool,
+    #[arg(long, env = "TIDINGS_APP_ID", hide_env_values = true)]
+    app_id: Option<String>,
+    #[arg(long, env = "TIDINGS_APP_KEY", hide_env_values = true)]
+    app_key: Option<String>,
+}
+
+#[derive(Args)]
 struct SendArgs {
     #[arg(long)]
     from: String,
@@ -154,7 +183,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> tidings::Result<()> {
-    let engine = Engine::open(EngineConfig::with_store(cli.store.clone())).await?;
+    if let Command::Serve(args) = cli.command {
+        return serve(cli.store, args).await;
+    }
+    let store = cli.store.unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
+    let engine = Engine::open(EngineConfig::with_store(store)).await?;
     let result = command(&engine, cli.command, cli.json).await;
     engine.shutdown().await;
     result
@@ -163,6 +196,7 @@ async fn run(cli: Cli) -> tidings::Result<()> {
 async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Result<()> {
     let out = Output { json };
     match command {
+        Command::Serve(_) => unreachable!("serve is handled before the engine opens"),
         Command::Send(args) => {
             let mut request = match (args.to, args.conversation) {
                 (Some(to), _) => SendRequest::to(args.from, to, args.text.join(" ")),
@@ -314,6 +348,90 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
         }
     }
     Ok(())
+}
+
+/// `tidings serve`: flags over environment over the config file over defaults.
+async fn serve(store: Option<String>, args: ServeArgs) -> tidings::Result<()> {
+    use tidings::api::{apps, ServeConfig, Server};
+    let file = match &args.config {
+        Some(path) => apps::FileConfig::load(path)?,
+        None => apps::FileConfig::default(),
+    };
+    let data_dir = args
+        .data_dir
+        .or(file.data_dir.map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("./tidings-data"));
+    let listen = match (args.listen, &file.listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => text.parse().map_err(|e| {
+            tidings::Error::Config(format!("listen address {text:?} in the config file: {e}"))
+        })?,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 6001)),
+    };
+    let store = store
+        .or(file.store)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tidings.db").display()));
+    let (mut default_app, generated) = apps::default_app(
+        &data_dir,
+        args.app_id,
+        args.app_key,
+        // Only from the environment: a flag would show in `ps`.
+        std::env::var("TIDINGS_APP_SECRET").ok(),
+    )?;
+    default_app.webhooks.extend(args.webhook);
+    let mut all_apps = vec![default_app.clone()];
+    all_apps.extend(file.apps);
+    let server = Server::bind(ServeConfig {
+        listen,
+        data_dir: data_dir.clone(),
+        store: store.clone(),
+        apps: all_apps,
+        demo: args.demo,
+        broker: Default::default(),
+    })
+    .await?;
+    let addr = server.local_addr()?;
+    eprintln!("tidings serving on http://{addr}");
+    eprintln!("  store     {}", tidings::store::redact_url(&store));
+    eprintln!(
+        "  app       id {}, key {}, secret {}",
+        default_app.id,
+        default_app.key,
+        if generated {
+            format!("kept in {}", data_dir.join(apps::SECRET_FILE).display())
+        } else {
+            "from TIDINGS_APP_SECRET".to_owned()
+        }
+    );
+    eprintln!("  pusher-js new Pusher('{}', {{ cluster: 'local', wsHost: '{}', wsPort: {}, forceTLS: false, enabledTransports: ['ws'] }})", default_app.key, addr.ip(), addr.port());
+    if args.demo {
+        eprintln!("  demo mode: open http://{addr}/ and sign in with any user id");
+    }
+    server.run(shutdown_signal()).await?;
+    eprintln!("tidings stopped");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }
 
 struct Output {

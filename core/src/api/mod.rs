@@ -1,0 +1,126 @@
+//! `tidings serve`: the engine, the broker, the Pusher HTTP API, the chat
+//! HTTP API, the channel-auth endpoints and the chat page on one port.
+//! This is the one place that composes [`Engine`] and [`Broker`]; the
+//! broker never calls the engine.
+
+pub mod apps;
+pub mod auth;
+pub mod chat;
+pub mod page;
+pub mod token;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::broker::{AppConfig, Broker, BrokerSettings, BrokerTransport};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::EngineConfig;
+
+/// Everything `tidings serve` needs, after flags, env and file are merged.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: String,
+    /// The first app is the default one the engine publishes to.
+    pub apps: Vec<AppConfig>,
+    /// Sign in by typing a user id on the chat page (no token needed).
+    pub demo: bool,
+    pub broker: BrokerSettings,
+}
+
+/// What every route of the server can reach.
+#[derive(Clone)]
+pub struct ServerState {
+    pub engine: Engine,
+    pub broker: Arc<Broker>,
+    pub demo: bool,
+}
+
+impl ServerState {
+    /// The app the engine publishes to and the chat API signs with.
+    pub fn app(&self) -> &Arc<crate::broker::App> {
+        self.broker.apps.default_app()
+    }
+}
+
+/// A server that is listening; [`Server::run`] serves until `shutdown`.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    state: ServerState,
+}
+
+impl Server {
+    /// Opens the store, starts the engine and binds the port.
+    pub async fn bind(config: ServeConfig) -> Result<Server> {
+        let broker = Broker::new(config.apps.clone(), config.broker.clone())?;
+        let engine = Engine::builder()
+            .config(EngineConfig::with_store(config.store.clone()))
+            .transport(Arc::new(BrokerTransport::new(
+                broker.apps.default_app().clone(),
+            )))
+            .build()
+            .await?;
+        let state = ServerState {
+            engine,
+            broker: broker.clone(),
+            demo: config.demo,
+        };
+        let router = routes(&state);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+        Ok(Server {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("listening address: {e}")))
+    }
+
+    pub fn state(&self) -> &ServerState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, closes every
+    /// WebSocket with 4200 (clients reconnect), lets in-flight requests
+    /// finish and delivers what the outbox holds.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let broker = self.state.broker.clone();
+        let signal = async move {
+            shutdown.await;
+            broker.close_all();
+        };
+        let result = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(signal)
+            .await
+            .map_err(|e| Error::Config(format!("server error: {e}")));
+        self.state.engine.shutdown().await;
+        result
+    }
+}
+
+/// Every route of the server.
+pub fn routes(state: &ServerState) -> Router {
+    state
+        .broker
+        .websocket_routes()
+        .merge(crate::broker::http_api::routes(state.broker.clone()))
+        .merge(chat::routes(state.clone()))
+        .merge(auth::routes(state.clone()))
+        .merge(page::routes(state.clone()))
+}

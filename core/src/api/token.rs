@@ -1,0 +1,1 @@
+//! User tokens. Being written.

@@ -1,0 +1,89 @@
+//! The broker's HTTP side: the WebSocket endpoint and the router that the
+//! HTTP API, the chat API and the chat page are merged into.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+use super::app::Apps;
+use super::connection;
+use super::protocol::code;
+use super::BrokerSettings;
+use crate::error::Result;
+
+/// The broker: apps and their hubs, and connection settings.
+pub struct Broker {
+    pub apps: Apps,
+    pub settings: Arc<BrokerSettings>,
+}
+
+impl Broker {
+    pub fn new(apps: Vec<super::AppConfig>, settings: BrokerSettings) -> Result<Arc<Broker>> {
+        let apps = Apps::new(apps, &settings.hub)?;
+        Ok(Arc::new(Broker {
+            apps,
+            settings: Arc::new(settings),
+        }))
+    }
+
+    /// Routes of the WebSocket endpoint (`/app/{key}`).
+    pub fn websocket_routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/app/{key}", get(websocket))
+            .with_state(self.clone())
+    }
+
+    /// Asks every connection of every app to close with 4200 (reconnect now).
+    pub fn close_all(&self) {
+        for app in self.apps.iter() {
+            app.hub
+                .close_all(code::RECONNECT, "Server is restarting; reconnect");
+        }
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.apps.iter().map(|a| a.hub.connection_count()).sum()
+    }
+}
+
+async fn websocket(
+    State(broker): State<Arc<Broker>>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let settings = broker.settings.clone();
+    let upgrade = upgrade
+        .max_message_size(settings.max_message_bytes)
+        .max_frame_size(settings.max_message_bytes)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(settings.max_message_bytes * 4);
+    let protocol: Option<u32> = query.get("protocol").and_then(|p| p.parse().ok());
+    let app = broker.apps.by_key(&key).cloned();
+    upgrade.on_upgrade(move |socket| async move {
+        match (app, protocol) {
+            (None, _) => {
+                connection::refuse(
+                    socket,
+                    code::APP_NOT_FOUND,
+                    &format!("Application does not exist: no app has the key {key:?}"),
+                )
+                .await
+            }
+            (Some(_), Some(p)) if p < 5 => {
+                connection::refuse(
+                    socket,
+                    code::UNSUPPORTED_PROTOCOL,
+                    &format!("Unsupported protocol version {p}; use 7"),
+                )
+                .await
+            }
+            (Some(app), _) => connection::run(socket, app, settings).await,
+        }
+    })
+}
