@@ -60,6 +60,7 @@ impl Server {
     /// Opens the store, starts the engine and binds the port.
     pub async fn bind(config: ServeConfig) -> Result<Server> {
         let broker = Broker::new(config.apps.clone(), config.broker.clone())?;
+        crate::broker::webhook::start_all(&broker, &tokio::runtime::Handle::current());
         let engine = Engine::builder()
             .config(EngineConfig::with_store(config.store.clone()))
             .transport(Arc::new(BrokerTransport::new(
