@@ -33,6 +33,9 @@ struct Cli {
 enum Command {
     /// Run the server: Pusher-compatible broker, HTTP APIs and chat page.
     Serve(ServeArgs),
+    /// Print a user token for the chat API and the chat page, signed with
+    /// the default app's secret (as `serve` finds it).
+    Token(TokenArgs),
     /// Send a message from one user to another.
     Send(SendArgs),
     /// Show a conversation's messages, newest first.
@@ -134,6 +137,20 @@ struct ServeArgs {
 }
 
 #[derive(Args)]
+struct TokenArgs {
+    /// The user the token is for.
+    #[arg(long)]
+    user: String,
+    /// Lifetime in seconds [default: one day].
+    #[arg(long)]
+    ttl: Option<u64>,
+    /// Directory holding the generated app secret (as for serve), used when
+    /// TIDINGS_APP_SECRET is not set.
+    #[arg(long, env = "TIDINGS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct SendArgs {
     #[arg(long)]
     from: String,
@@ -186,6 +203,9 @@ async fn run(cli: Cli) -> tidings::Result<()> {
     if let Command::Serve(args) = cli.command {
         return serve(cli.store, args).await;
     }
+    if let Command::Token(args) = cli.command {
+        return token(args, cli.json);
+    }
     let store = cli.store.unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
     let engine = Engine::open(EngineConfig::with_store(store)).await?;
     let result = command(&engine, cli.command, cli.json).await;
@@ -197,6 +217,7 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
     let out = Output { json };
     match command {
         Command::Serve(_) => unreachable!("serve is handled before the engine opens"),
+        Command::Token(_) => unreachable!("token is handled before the engine opens"),
         Command::Send(args) => {
             let mut request = match (args.to, args.conversation) {
                 (Some(to), _) => SendRequest::to(args.from, to, args.text.join(" ")),
@@ -409,6 +430,42 @@ async fn serve(store: Option<String>, args: ServeArgs) -> tidings::Result<()> {
     }
     server.run(shutdown_signal()).await?;
     eprintln!("tidings stopped");
+    Ok(())
+}
+
+/// `tidings token`: mints a user token with the default app's secret,
+/// `TIDINGS_APP_SECRET` or the one `serve` generated in the data directory.
+fn token(args: TokenArgs, json: bool) -> tidings::Result<()> {
+    use tidings::api::{apps, token};
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./tidings-data"));
+    let env_secret = std::env::var("TIDINGS_APP_SECRET").ok();
+    let secret_file = data_dir.join(apps::SECRET_FILE);
+    let fresh = env_secret.is_none() && !secret_file.exists();
+    let (app, _) = apps::default_app(&data_dir, None, None, env_secret)?;
+    if fresh {
+        eprintln!(
+            "note: generated a new app secret in {}; run serve with the same --data-dir",
+            secret_file.display()
+        );
+    }
+    let ttl = args
+        .ttl
+        .map_or(token::DEFAULT_TTL, std::time::Duration::from_secs);
+    let minted = token::mint(&app.secret, &args.user, ttl)?;
+    if json {
+        let claims = token::verify(&app.secret, &minted, token::unix_now())
+            .map_err(|e| tidings::Error::Config(e.to_string()))?;
+        let out = serde_json::json!({
+            "token": minted,
+            "user": claims.user,
+            "expires_at": claims.exp,
+        });
+        println!("{out}");
+    } else {
+        println!("{minted}");
+    }
     Ok(())
 }
 
