@@ -66,7 +66,8 @@ test('SIGTERM closes sockets with 4200, exits 0, and pusher-js reconnects to the
   const second = await first.restart();
   servers.push(second);
   assert.equal(second.port, first.port);
-  await waitState(pusher, 'connected', { timeout: 20000 });
+  // pusher-js (Node) retries a refused connection after its 15 s transport timeout.
+  await waitState(pusher, 'connected', { timeout: 40000 });
   assert.notEqual(pusher.connection.socket_id, firstSocket);
 
   // pusher-js resubscribes every channel and signs in again by itself.

@@ -160,3 +160,22 @@ test('presence after signin: the auth endpoint may omit channel_data and the use
   assert.equal(channel.members.count, 2);
   assert.deepEqual(await added, { id: '42', info: { name: 'Forty-two' } });
 });
+
+test('a connection signed in as one user cannot sign in as another', async () => {
+  const ws = rawSocket(server);
+  try {
+    const hello = await ws.next((f) => f.event === 'pusher:connection_established');
+    const socketId = hello.parsed.socket_id;
+    ws.sendJson({ event: 'pusher:signin', data: sdk.authenticateUser(socketId, { id: '17' }) });
+    await ws.next((f) => f.event === 'pusher:signin_success');
+    ws.sendJson({ event: 'pusher:signin', data: sdk.authenticateUser(socketId, { id: '18' }) });
+    const error = await ws.next((f) => f.event === 'pusher:error', { what: 'refusal of a second identity' });
+    // Still 17: 17's channel works, 18's does not.
+    ws.sendJson({ event: 'pusher:subscribe', data: { auth: '', channel: '#server-to-user-17' } });
+    await ws.next((f) => f.event === 'pusher_internal:subscription_succeeded' && f.channel === '#server-to-user-17');
+    ws.sendJson({ event: 'pusher:subscribe', data: { auth: '', channel: '#server-to-user-18' } });
+    await ws.next((f) => f.event === 'pusher:subscription_error' && f.channel === '#server-to-user-18');
+  } finally {
+    ws.terminate();
+  }
+});
