@@ -5,12 +5,9 @@
 // channel authorization signed by Python, and its error classes.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { execFile } = require('node:child_process');
-const fs = require('node:fs');
-const path = require('node:path');
 const { startServer } = require('../lib/server');
+const { checkPython, python: runPython } = require('../lib/python');
 const {
-  APP,
   barrier,
   collect,
   connected,
@@ -23,16 +20,11 @@ const {
   waitState,
 } = require('../lib/clients');
 
-const PYTHON = process.env.TIDINGS_E2E_PYTHON || path.join(__dirname, '..', '.venv', 'bin', 'python');
-const SCRIPT = path.join(__dirname, '..', 'python', 'sdk.py');
-
 let server;
 let sdk;
 const clients = [];
 before(async () => {
-  if (!fs.existsSync(PYTHON)) {
-    throw new Error(`${PYTHON} does not exist: create the venv (scripts/test does) or set TIDINGS_E2E_PYTHON`);
-  }
+  checkPython();
   server = await startServer();
   sdk = serverSdk(server);
 });
@@ -43,20 +35,8 @@ after(async () => {
   assert.equal(code, 0, `tidings should exit 0 on SIGTERM:\n${server.stderr}`);
 });
 
-/** Runs SDK calls in Python; resolves with one `{ok}` or `{error, message}` per call. */
-function python(calls, overrides = {}) {
-  const spec = { port: server.port, app_id: APP.id, key: APP.key, secret: APP.secret, ...overrides, calls };
-  return new Promise((resolve, reject) => {
-    execFile(PYTHON, [SCRIPT, JSON.stringify(spec)], { timeout: 30000 }, (error, stdout, stderr) => {
-      if (error) return reject(new Error(`python failed: ${error.message}\n${stderr}`));
-      try {
-        resolve(JSON.parse(stdout));
-      } catch (e) {
-        reject(new Error(`python printed no JSON: ${stdout}\n${stderr}`));
-      }
-    });
-  });
-}
+/** Runs SDK calls in Python against this file's server. */
+const python = (calls, overrides) => runPython(server, calls, overrides);
 
 async function open(opts) {
   const pusher = await connected(server, opts);
@@ -112,7 +92,8 @@ test('Python: multi-channel trigger, socket_id exclusion and trigger_batch', asy
 
 test('Python: channels_info, channel_info and users_info (GETs signed with body_md5 of an empty body)', async () => {
   const prefix = unique('pyq');
-  const pres = `presence-${prefix}`;
+  // Every character the SDKs allow in a channel name, sent raw in the path.
+  const pres = `presence-${prefix}-a_b=c@d,e.f;g`;
   const pub = `${prefix}-public`;
   const u1 = await open({ presence: { user_id: '1' } });
   const u18a = await open({ presence: { user_id: '18' } });

@@ -9,6 +9,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { startServer } = require('../lib/server');
 const { webhookReceiver } = require('../lib/webhooks');
+const { checkPython, python } = require('../lib/python');
 const {
   APP,
   connected,
@@ -31,6 +32,7 @@ let configDir;
 const clients = [];
 
 before(async () => {
+  checkPython();
   receiver = await webhookReceiver();
   configDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-e2e-config-'));
   const config = path.join(configDir, 'tidings.toml');
@@ -95,6 +97,19 @@ test('channel_occupied and, 3 s after the last subscriber leaves, channel_vacate
   const vacated = await receiver.waitFor(on('channel_vacated', name), { path: '/default' });
   assertValid(vacated.request);
   assert.ok(vacated.request.at - left >= 2500, `channel_vacated came ${vacated.request.at - left} ms after leaving`);
+
+  // The Python SDK's validate_webhook accepts them too (it also checks time_ms).
+  const results = await python(
+    server,
+    [request, vacated.request].map((r) => [
+      'validate_webhook',
+      { key: r.headers['x-pusher-key'], signature: r.headers['x-pusher-signature'], body: r.rawBody },
+    ]),
+  );
+  assert.deepEqual(
+    results.map((r) => r.ok && r.ok.events),
+    [[{ name: 'channel_occupied', channel: name }], [{ name: 'channel_vacated', channel: name }]],
+  );
 });
 
 test('member_added and a delayed member_removed, once per user', async () => {
