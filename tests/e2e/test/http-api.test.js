@@ -291,6 +291,11 @@ test('event data over 10 KB gets 413 and is not delivered', async () => {
   const seen = collect(channel, 'big');
   await rejectsWith(sdk.trigger(name, 'big', 'x'.repeat(20 * 1024)), 413);
   await rejectsWith(sdk.triggerBatch([{ channel: name, name: 'big', data: 'y'.repeat(11 * 1024) }]), 413);
+  // The limit is 10 KB of data: 10240 bytes pass, one more does not.
+  const exact = await postEvents({ name: 'e', channels: [unique('edge-')], data: 'x'.repeat(10240) });
+  assert.equal(exact.status, 200, exact.body);
+  const over = await postEvents({ name: 'e', channels: [unique('edge-')], data: 'x'.repeat(10241) });
+  assert.equal(over.status, 413, over.body);
   // 9 KB is fine.
   const got = waitEvent(channel, 'big');
   await sdk.trigger(name, 'big', 'z'.repeat(9 * 1024));
@@ -316,6 +321,8 @@ test('malformed trigger bodies get 400 with a readable body', async () => {
     { name: 'e', channels: [], data: '{}' }, // no channel
     { name: 'e', channels: ['bad channel name'], data: '{}' },
     { name: 'e', channel: 'x'.repeat(201), data: '{}' },
+    { name: 'x'.repeat(201), channels: ['news'], data: '{}' }, // event name over 200
+    { name: 'e', channels: ['news'], data: '{}', socket_id: 'not-a-socket' },
   ]) {
     const res = await postEvents(body);
     assert.equal(res.status, 400, `${JSON.stringify(body)} → ${res.status} ${res.body}`);
