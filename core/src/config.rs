@@ -17,6 +17,8 @@ pub struct EngineConfig {
     /// How many events an in-process subscriber may fall behind before it
     /// gets a `lagged` notice instead.
     pub event_capacity: usize,
+    /// Plugins, in the order their hooks run (see [`crate::plugin`]).
+    pub plugins: Vec<crate::plugin::PluginConfig>,
 }
 
 impl Default for EngineConfig {
@@ -24,6 +26,7 @@ impl Default for EngineConfig {
         EngineConfig {
             store: DEFAULT_STORE_URL.to_owned(),
             event_capacity: crate::transport::local::DEFAULT_CAPACITY,
+            plugins: Vec::new(),
         }
     }
 }

@@ -117,6 +117,7 @@ pub struct EngineBuilder {
     store: Option<Arc<dyn Store>>,
     transports: Vec<Arc<dyn Transport>>,
     runtime: Option<tokio::runtime::Handle>,
+    plugins: Vec<crate::plugin::StaticPlugin>,
 }
 
 impl EngineBuilder {
@@ -143,6 +144,18 @@ impl EngineBuilder {
         self
     }
 
+    /// Adds a compiled-in plugin (after those of `config.plugins`), e.g.
+    /// `tidings_plugin::descriptor::<MyPlugin>()`; `config` goes to its `init`.
+    pub fn plugin(
+        mut self,
+        descriptor: &'static tidings_plugin::abi::tidings_plugin_v1,
+        config: serde_json::Value,
+    ) -> Self {
+        self.plugins
+            .push(crate::plugin::StaticPlugin { descriptor, config });
+        self
+    }
+
     /// Opens the store and starts delivering what was left pending.
     pub async fn build(self) -> Result<Engine> {
         let runtime = match self.runtime {
@@ -158,9 +171,12 @@ impl EngineBuilder {
             Some(store) => store,
             None => store::open(&self.config.store).await?,
         };
+        let plugins =
+            crate::plugin::Plugins::load(&self.config.plugins, self.plugins, &runtime).await?;
         let local = LocalTransport::new(self.config.event_capacity);
         let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(local.clone())];
         transports.extend(self.transports);
+        plugins.attach(&mut transports);
         let transports: Arc<[Arc<dyn Transport>]> = transports.into();
         let outbox = OutboxWorker::start(&runtime, store.clone(), transports.clone());
         Ok(Engine {
@@ -169,6 +185,7 @@ impl EngineBuilder {
                 local,
                 transports,
                 outbox,
+                plugins,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -180,6 +197,7 @@ struct Inner {
     local: LocalTransport,
     transports: Arc<[Arc<dyn Transport>]>,
     outbox: OutboxWorker,
+    plugins: crate::plugin::Plugins,
     closed: AtomicBool,
 }
 
@@ -220,9 +238,11 @@ impl Engine {
     pub async fn send(&self, request: SendRequest) -> Result<Sent> {
         self.check_open()?;
         let new = request.validate()?;
+        let new = self.inner.plugins.before_send(new).await?;
         let sent = self.inner.store.append(new).await?;
         if sent.created {
             self.inner.outbox.wake();
+            self.inner.plugins.after_send(&sent.message).await;
         }
         Ok(sent)
     }
@@ -345,6 +365,12 @@ impl Engine {
         Ok(message)
     }
 
+    /// The configured plugins: loaded or not, disabled or not, with the
+    /// calls and time spent in each hook.
+    pub fn plugins(&self) -> Vec<crate::plugin::PluginStatus> {
+        self.inner.plugins.status()
+    }
+
     /// Events not yet delivered, oldest first, with their last error.
     pub async fn pending_deliveries(&self, max: u32) -> Result<Vec<OutboxRow>> {
         self.inner.store.list_outbox(max).await
@@ -358,5 +384,6 @@ impl Engine {
             return;
         }
         self.inner.outbox.shutdown().await;
+        self.inner.plugins.shutdown().await;
     }
 }

@@ -28,6 +28,8 @@ pub enum ErrorKind {
     Config,
     /// The engine is shut down.
     Closed,
+    /// A plugin refused the message (the message names it and says why).
+    Rejected,
 }
 
 impl ErrorKind {
@@ -42,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Transport => "transport",
             ErrorKind::Config => "config",
             ErrorKind::Closed => "closed",
+            ErrorKind::Rejected => "rejected",
         }
     }
 }
@@ -81,6 +84,18 @@ pub enum Error {
     Config(String),
     #[error("the engine is shut down")]
     Closed,
+    /// A plugin's `before_send` refused the message; `reason` is the
+    /// plugin's, meant for the sender.
+    #[error("rejected by plugin {plugin}: {reason}")]
+    Rejected { plugin: String, reason: String },
+    /// A plugin could not be loaded or started (kind `Config`).
+    #[error("plugin {plugin} ({file}): {message}")]
+    Plugin {
+        plugin: String,
+        /// The shared library, or `compiled in`.
+        file: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -94,6 +109,8 @@ impl Error {
             Error::Transport { .. } => ErrorKind::Transport,
             Error::Config(_) => ErrorKind::Config,
             Error::Closed => ErrorKind::Closed,
+            Error::Rejected { .. } => ErrorKind::Rejected,
+            Error::Plugin { .. } => ErrorKind::Config,
         }
     }
 

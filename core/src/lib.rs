@@ -30,6 +30,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 mod outbox;
+pub mod plugin;
 #[cfg(feature = "_signing")]
 pub mod signature;
 pub mod store;
@@ -43,5 +44,6 @@ pub use domain::{
 pub use engine::{Engine, EngineBuilder, SendRequest, Sent};
 pub use error::{Error, ErrorKind, Result};
 pub use event::Event;
+pub use plugin::{PluginConfig, PluginStatus};
 pub use store::Store;
 pub use transport::Transport;

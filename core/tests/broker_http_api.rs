@@ -43,6 +43,7 @@ async fn start() -> TestServer {
         ],
         demo: false,
         broker: BrokerSettings::default(),
+        plugins: Vec::new(),
     };
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("address");

@@ -167,6 +167,7 @@ async fn start(webhook: &str, batching: bool) -> Running {
         apps: vec![app],
         demo: false,
         broker: BrokerSettings::default(),
+        plugins: Vec::new(),
     };
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("address");

@@ -32,6 +32,8 @@ pub struct ServeConfig {
     /// Sign in by typing a user id on the chat page (no token needed).
     pub demo: bool,
     pub broker: BrokerSettings,
+    /// Plugins, in the order their hooks run.
+    pub plugins: Vec<crate::plugin::PluginConfig>,
 }
 
 /// What every route of the server can reach.
@@ -62,7 +64,11 @@ impl Server {
         let broker = Broker::new(config.apps.clone(), config.broker.clone())?;
         crate::broker::webhook::start_all(&broker, &tokio::runtime::Handle::current());
         let engine = Engine::builder()
-            .config(EngineConfig::with_store(config.store.clone()))
+            .config(EngineConfig {
+                store: config.store.clone(),
+                plugins: config.plugins.clone(),
+                ..EngineConfig::default()
+            })
             .transport(Arc::new(BrokerTransport::new(
                 broker.apps.default_app().clone(),
             )))
@@ -120,6 +126,7 @@ pub fn routes(state: &ServerState) -> Router {
     state
         .broker
         .websocket_routes()
+        .merge(state.broker.xhr_routes())
         .merge(crate::broker::http_api::routes(state.broker.clone()))
         .merge(chat::routes(state.clone()))
         .merge(auth::routes(state.clone()))

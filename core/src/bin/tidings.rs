@@ -130,6 +130,10 @@ struct ServeArgs {
     /// Demo mode: the chat page signs in by typing a user id, no token.
     #[arg(long)]
     demo: bool,
+    /// Load a plugin (repeatable; hooks run in this order):
+    /// `PATH` or `PATH={"json":"config"}` or `PATH=@config.json`.
+    #[arg(long = "plugin", value_name = "PATH[=CONFIG]", value_parser = plugin_arg)]
+    plugin: Vec<tidings::PluginConfig>,
     #[arg(long, env = "TIDINGS_APP_ID", hide_env_values = true)]
     app_id: Option<String>,
     #[arg(long, env = "TIDINGS_APP_KEY", hide_env_values = true)]
@@ -408,6 +412,7 @@ async fn serve(store: Option<String>, args: ServeArgs) -> tidings::Result<()> {
         store: store.clone(),
         apps: all_apps,
         demo: args.demo,
+        plugins: args.plugin,
         broker: Default::default(),
     })
     .await?;
@@ -425,6 +430,14 @@ async fn serve(store: Option<String>, args: ServeArgs) -> tidings::Result<()> {
         }
     );
     eprintln!("  pusher-js new Pusher('{}', {{ cluster: 'local', wsHost: '{}', wsPort: {}, forceTLS: false, enabledTransports: ['ws'] }})", default_app.key, addr.ip(), addr.port());
+    for p in server.state().engine.plugins() {
+        eprintln!(
+            "  plugin    {} {} ({})",
+            p.name,
+            p.version.as_deref().unwrap_or("-"),
+            p.file
+        );
+    }
     if args.demo {
         eprintln!("  demo mode: open http://{addr}/ and sign in with any user id");
     }
@@ -467,6 +480,24 @@ fn token(args: TokenArgs, json: bool) -> tidings::Result<()> {
         println!("{minted}");
     }
     Ok(())
+}
+
+/// `--plugin PATH`, `--plugin PATH={...}` or `--plugin PATH=@FILE`: the
+/// configuration is JSON, inline or read from FILE.
+fn plugin_arg(arg: &str) -> Result<tidings::PluginConfig, String> {
+    let split = ["={", "=@"].iter().filter_map(|s| arg.find(s)).min();
+    let Some(at) = split else {
+        return Ok(tidings::PluginConfig::path(arg));
+    };
+    let (path, config) = (&arg[..at], &arg[at + 1..]);
+    let json = match config.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| format!("plugin configuration file {file}: {e}"))?,
+        None => config.to_owned(),
+    };
+    let config = serde_json::from_str(&json)
+        .map_err(|e| format!("configuration of plugin {path} is not JSON: {e}"))?;
+    Ok(tidings::PluginConfig::path(path).with_config(config))
 }
 
 /// Ctrl-C or SIGTERM.

@@ -1,6 +1,9 @@
 //! One WebSocket connection: the Pusher protocol state machine around a
 //! socket. One task per connection reads frames, writes its queue (many
 //! frames per flush), pings idle clients and cleans up on exit.
+//!
+//! The state machine ([`Session`]) knows nothing of sockets: the HTTP
+//! fallback ([`super::xhr`]) drives the same one from its requests.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,11 +13,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::app::App;
 use super::channel::{self, ChannelKind};
-use super::hub::{ConnHandle, SubscribeRefused};
+use super::hub::{Closer, ConnHandle, SubscribeRefused};
 use super::protocol::{self, code, ClientFrame, Frame};
 use super::webhook::HookEvent;
 use super::BrokerSettings;
@@ -46,7 +50,8 @@ pub async fn refuse(mut socket: WebSocket, close_code: u16, message: &str) {
         .await;
 }
 
-struct Session {
+/// The Pusher protocol state of one connection, whatever carries it.
+pub(super) struct Session {
     app: Arc<App>,
     conn: ConnHandle,
     /// Channel → presence user id (None for other kinds).
@@ -76,24 +81,8 @@ impl RateWindow {
 
 /// Runs a connection until it closes.
 pub async fn run(mut socket: WebSocket, app: Arc<App>, settings: Arc<BrokerSettings>) {
-    let socket_id: Arc<str> = new_socket_id().into();
-    let (conn, mut queue) = ConnHandle::new(socket_id.clone(), app.hub.settings().queue_capacity);
-    app.hub.connected(&conn);
-    let closer = conn.closer().clone();
-    let mut session = Session {
-        app,
-        conn,
-        subscriptions: HashMap::new(),
-        user: None,
-        client_events: RateWindow {
-            start: Instant::now(),
-            count: 0,
-        },
-    };
-    session.send(&protocol::connection_established(
-        &socket_id,
-        settings.activity_timeout.as_secs(),
-    ));
+    let (mut session, mut queue) = Session::open(app, &settings);
+    let closer = session.closer().clone();
 
     let mut last_seen = Instant::now();
     let mut pinged = false;
@@ -162,7 +151,7 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, settings: Arc<BrokerSetti
 async fn write_batch(
     socket: &mut WebSocket,
     first: Frame,
-    queue: &mut tokio::sync::mpsc::Receiver<Frame>,
+    queue: &mut mpsc::Receiver<Frame>,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
@@ -200,15 +189,48 @@ fn user_id_of(raw: &RawValue) -> Option<String> {
 }
 
 impl Session {
-    fn send(&self, frame: &Frame) {
+    /// A new connection of `app`: registered with its hub, with
+    /// `pusher:connection_established` already queued. The receiver is the
+    /// connection's outgoing queue.
+    pub(super) fn open(
+        app: Arc<App>,
+        settings: &BrokerSettings,
+    ) -> (Session, mpsc::Receiver<Frame>) {
+        let socket_id: Arc<str> = new_socket_id().into();
+        let (conn, queue) = ConnHandle::new(socket_id.clone(), app.hub.settings().queue_capacity);
+        app.hub.connected(&conn);
+        let session = Session {
+            app,
+            conn,
+            subscriptions: HashMap::new(),
+            user: None,
+            client_events: RateWindow {
+                start: Instant::now(),
+                count: 0,
+            },
+        };
+        session.send(&protocol::connection_established(
+            &socket_id,
+            settings.activity_timeout.as_secs(),
+        ));
+        (session, queue)
+    }
+
+    /// Where close requests for this connection arrive.
+    pub(super) fn closer(&self) -> &Arc<Closer> {
+        self.conn.closer()
+    }
+
+    pub(super) fn send(&self, frame: &Frame) {
         self.conn.send(frame);
     }
 
-    fn socket_id(&self) -> &str {
+    pub(super) fn socket_id(&self) -> &str {
         &self.conn.socket_id
     }
 
-    fn handle(&mut self, text: &str) {
+    /// Processes one client message (the text of one Pusher frame).
+    pub(super) fn handle(&mut self, text: &str) {
         match protocol::parse(text) {
             Ok(ClientFrame::Ping) => self.send(&protocol::pong()),
             Ok(ClientFrame::Pong) => {}
@@ -453,7 +475,8 @@ impl Session {
         });
     }
 
-    fn cleanup(&mut self) {
+    /// Leaves every channel and the hub, as a closed connection must.
+    pub(super) fn cleanup(&mut self) {
         let hub = &self.app.hub;
         for (channel, user) in self.subscriptions.drain() {
             hub.unsubscribe(&channel, &self.conn.socket_id, user.as_deref());

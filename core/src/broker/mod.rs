@@ -1,5 +1,5 @@
 //! The Pusher-protocol broker (feature `broker`): WebSocket connections at
-//! `/app/{key}`, public/private/presence/encrypted/cache channels, client
+//! `/app/{key}` (and pusher-js's HTTP fallback, [`xhr`]), public/private/presence/encrypted/cache channels, client
 //! events, signin, the Pusher HTTP API and webhooks. It never calls the
 //! engine or a store: the engine reaches it through [`BrokerTransport`].
 
@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod server;
 pub mod transport;
 pub mod webhook;
+pub mod xhr;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 pub use app::{App, AppConfig, Apps};
 pub use server::Broker;
 pub use transport::BrokerTransport;
+pub use xhr::XhrSettings;
 
 /// Connection-level settings shared by every app.
 #[derive(Debug, Clone)]
@@ -30,6 +32,8 @@ pub struct BrokerSettings {
     /// Largest incoming WebSocket message.
     pub max_message_bytes: usize,
     pub hub: hub::HubSettings,
+    /// The HTTP fallback (pusher-js `xhr_streaming` / `xhr_polling`).
+    pub xhr: XhrSettings,
 }
 
 impl Default for BrokerSettings {
@@ -39,6 +43,7 @@ impl Default for BrokerSettings {
             pong_timeout: Duration::from_secs(30),
             max_message_bytes: 64 * 1024,
             hub: hub::HubSettings::default(),
+            xhr: XhrSettings::default(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The broker's HTTP side: the WebSocket endpoint and the router that the
-//! HTTP API, the chat API and the chat page are merged into.
+//! The broker's HTTP side: the WebSocket endpoint, pusher-js's HTTP
+//! fallback, and the router that the HTTP API, the chat API and the chat
+//! page are merged into.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::Router;
 use super::app::Apps;
 use super::connection;
 use super::protocol::code;
+use super::xhr;
 use super::BrokerSettings;
 use crate::error::Result;
 
@@ -19,6 +21,8 @@ use crate::error::Result;
 pub struct Broker {
     pub apps: Apps,
     pub settings: Arc<BrokerSettings>,
+    /// Open sessions of the HTTP fallback.
+    pub(super) xhr: Arc<xhr::Sessions>,
 }
 
 impl Broker {
@@ -27,6 +31,7 @@ impl Broker {
         Ok(Arc::new(Broker {
             apps,
             settings: Arc::new(settings),
+            xhr: Arc::default(),
         }))
     }
 
@@ -35,6 +40,12 @@ impl Broker {
         Router::new()
             .route("/app/{key}", get(websocket))
             .with_state(self.clone())
+    }
+
+    /// Routes of pusher-js's HTTP fallback (`xhr_streaming`, `xhr_polling`):
+    /// `{/pusher,}/app/{key}/{server}/{session}/{xhr_streaming,xhr,xhr_send}`.
+    pub fn xhr_routes(self: &Arc<Self>) -> Router {
+        xhr::routes(self.clone())
     }
 
     /// Asks every connection of every app to close with 4200 (reconnect now).
