@@ -35,6 +35,8 @@ async fn start(demo: bool) -> TestServer {
         apps: vec![AppConfig::new("1", KEY, SECRET)],
         demo,
         broker: BrokerSettings::default(),
+        plugins: Vec::new(),
+        transports: Vec::new(),
     })
     .await
     .expect("bind");
@@ -1058,6 +1060,73 @@ async fn the_page_and_pusher_js_are_served() {
         let body = response.text().await.unwrap();
         assert!(body.contains(needle), "{path} lacks {needle}");
     }
+}
+
+#[tokio::test]
+async fn other_origins_may_call() {
+    let server = start(false).await;
+    for path in [
+        "/v1/messages",
+        "/v1/conversations/1-18/read",
+        "/pusher/auth",
+    ] {
+        let response = server
+            .http
+            .request(Method::OPTIONS, server.url(path))
+            .header("origin", "http://localhost:3000")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        let allowed = headers["access-control-allow-headers"].to_str().unwrap();
+        assert!(allowed.contains("authorization"), "{allowed}");
+        assert!(headers["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST"));
+    }
+    let response = server
+        .http
+        .get(server.url("/v1/inbox"))
+        .header("origin", "http://localhost:3000")
+        .header("authorization", bearer("1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    // Errors too, so that the browser code can read them.
+    let response = server
+        .http
+        .get(server.url("/v1/inbox"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn unauthenticated_comes_before_a_bad_body() {
+    let server = start(false).await;
+    let response = server
+        .http
+        .post(server.url("/v1/messages"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let answer = status_and_json(response).await;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
 /// A minimal Pusher protocol 7 client.

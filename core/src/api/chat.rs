@@ -31,7 +31,8 @@
 //! `next_after` is the cursor for the next call (the last item's seq, or
 //! `after` when there is none). The events long-poll answers as soon as a
 //! message with a seq above `after` exists, or with no items after `wait`.
-//! Errors: `{"error":{"kind","message"}}`, see [`ApiError`].
+//! Errors: `{"error":{"kind","message"}}`, see [`ApiError`]. Any origin may
+//! call (CORS, see [`super::auth::cors`]).
 
 use std::time::Duration;
 
@@ -81,6 +82,7 @@ pub fn routes(state: ServerState) -> Router {
         .route("/v1/conversations/{id}/read", post(mark_read))
         .route("/v1/conversations/{id}/typing", post(typing))
         .route("/v1/conversations/{id}/events", get(events))
+        .layer(axum::middleware::from_fn(super::auth::cors))
         .with_state(state)
 }
 
@@ -200,6 +202,15 @@ impl Call {
         }
     }
 
+    /// The user and the JSON body. Who is calling is checked first, so an
+    /// unauthenticated call is a 401 whatever its body.
+    fn user_and_body<T: Named>(&self, state: &ServerState) -> Result<(UserId, T), ApiError> {
+        let body = self.json::<T>();
+        let named = body.as_ref().ok().and_then(Named::user_id);
+        let user = self.user(state, named)?;
+        Ok((user, body?))
+    }
+
     fn verify_signature(
         &self,
         state: &ServerState,
@@ -262,6 +273,23 @@ async fn visible_message(
     Ok(message)
 }
 
+/// A JSON body that may name the user a signed call acts for.
+trait Named: DeserializeOwned {
+    fn user_id(&self) -> Option<&UserId>;
+}
+
+macro_rules! named {
+    ($($body:ty),*) => {$(
+        impl Named for $body {
+            fn user_id(&self) -> Option<&UserId> {
+                self.user_id.as_ref()
+            }
+        }
+    )*};
+}
+
+named!(UserOnly, SendBody, EditBody, ReactBody, ReadBody);
+
 /// Only `user_id`, for bodies that carry nothing else.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -307,8 +335,7 @@ struct SentBody {
 }
 
 async fn send(State(state): State<ServerState>, call: Call) -> Result<Response, ApiError> {
-    let body: SendBody = call.json()?;
-    let user = call.user(&state, body.user_id.as_ref())?;
+    let (user, body): (UserId, SendBody) = call.user_and_body(&state)?;
     let request = SendRequest {
         from: user.as_str().to_owned(),
         to: body.to.map(|u| u.as_str().to_owned()),
@@ -355,8 +382,7 @@ async fn edit(
     Path(id): Path<String>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let body: EditBody = call.json()?;
-    let user = call.user(&state, body.user_id.as_ref())?;
+    let (user, body): (UserId, EditBody) = call.user_and_body(&state)?;
     let message = visible_message(&state, &user, &id).await?;
     let edited = state
         .engine
@@ -370,8 +396,7 @@ async fn delete(
     Path(id): Path<String>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let body: UserOnly = call.json()?;
-    let user = call.user(&state, body.user_id.as_ref())?;
+    let (user, _): (UserId, UserOnly) = call.user_and_body(&state)?;
     let message = visible_message(&state, &user, &id).await?;
     let deleted = state.engine.delete(user.as_str(), message.id).await?;
     Ok(message_answer(deleted))
@@ -390,8 +415,7 @@ async fn react(
     Path(id): Path<String>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let body: ReactBody = call.json()?;
-    let user = call.user(&state, body.user_id.as_ref())?;
+    let (user, body): (UserId, ReactBody) = call.user_and_body(&state)?;
     let message = visible_message(&state, &user, &id).await?;
     let reacted = state
         .engine
@@ -405,8 +429,7 @@ async fn unreact(
     Path(id): Path<String>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let body: UserOnly = call.json()?;
-    let user = call.user(&state, body.user_id.as_ref())?;
+    let (user, _): (UserId, UserOnly) = call.user_and_body(&state)?;
     let message = visible_message(&state, &user, &id).await?;
     let unreacted = state.engine.unreact(user.as_str(), message.id).await?;
     Ok(message_answer(unreacted))
@@ -558,8 +581,7 @@ async fn mark_read(
     Path(id): Path<String>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let body: ReadBody = call.json()?;
-    let user = call.user(&state, body.user_id.as_ref())?;
+    let (user, body): (UserId, ReadBody) = call.user_and_body(&state)?;
     let conversation = member_of(&user, &id)?;
     let seq = match body.seq {
         Some(seq) => seq,
@@ -583,8 +605,7 @@ async fn typing(
     Path(id): Path<String>,
     call: Call,
 ) -> Result<Response, ApiError> {
-    let body: UserOnly = call.json()?;
-    let user = call.user(&state, body.user_id.as_ref())?;
+    let (user, _): (UserId, UserOnly) = call.user_and_body(&state)?;
     let conversation = member_of(&user, &id)?;
     state
         .engine
