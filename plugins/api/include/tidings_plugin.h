@@ -44,7 +44,8 @@
  *
  * FAILURE
  *   A hook returning TIDINGS_PLUGIN_ERROR is logged and treated as absent
- *   for that call (the message goes on; an event is still delivered). A hook
+ *   for that call (the message goes on; an event is still delivered), except
+ *   `deliver`, whose error leaves the event pending, to be retried. A hook
  *   returning TIDINGS_PLUGIN_PANIC disables the plugin for good. A failing
  *   `init` refuses to start the engine (unless the plugin is optional).
  */
@@ -73,7 +74,8 @@ typedef int32_t tidings_plugin_status;
 #define TIDINGS_PLUGIN_REJECT 2
 /* The hook failed; *error_out (or *reason_out for before_send) may say why. */
 #define TIDINGS_PLUGIN_ERROR 100
-/* The plugin is broken (a Rust panic was caught): the host disables it. */
+/* The plugin is broken (a Rust panic was caught): the host disables it.
+ * *reason_out (before_send) or *error_out (deliver) may say why. */
 #define TIDINGS_PLUGIN_PANIC 101
 
 /* Log levels of tidings_host_api_v1.log. */

@@ -35,6 +35,7 @@ pub const TIDINGS_PLUGIN_REJECT: tidings_plugin_status = 2;
 /// goes on as if the hook were absent.
 pub const TIDINGS_PLUGIN_ERROR: tidings_plugin_status = 100;
 /// The plugin caught a panic (or is otherwise broken): the host disables it.
+/// `*reason_out` (`before_send`) or `*error_out` (`deliver`) may say why.
 pub const TIDINGS_PLUGIN_PANIC: tidings_plugin_status = 101;
 
 /// Log levels of [`tidings_host_api_v1::log`].

@@ -100,14 +100,16 @@ unsafe fn put(out: *mut *mut c_char, text: &str) {
     }
 }
 
-/// Runs one hook of a live instance, containing panics.
+/// Runs one hook of a live instance, containing panics: a panic is logged,
+/// its text written to `panic_out` (when not NULL), and `PANIC` returned.
 ///
 /// # Safety
 /// `instance` is NULL or a pointer `init::<P>` returned and `deinit` has
-/// not released.
+/// not released; `panic_out` is NULL or valid for a write.
 unsafe fn guarded<P: Plugin>(
     instance: *mut c_void,
     hook: &str,
+    panic_out: *mut *mut c_char,
     f: impl FnOnce(&Instance<P>) -> tidings_plugin_status,
 ) -> tidings_plugin_status {
     if instance.is_null() {
@@ -122,14 +124,11 @@ unsafe fn guarded<P: Plugin>(
         Ok(status) => status,
         Err(payload) => {
             inst.broken.store(true, Ordering::Release);
-            inst.host.log(
-                Level::Error,
-                &format!(
-                    "plugin {} panicked in {hook}: {}; it is disabled",
-                    name::<P>(),
-                    panic_text(&*payload)
-                ),
-            );
+            let text = format!("panicked in {hook}: {}", panic_text(&*payload));
+            inst.host
+                .log(Level::Error, &format!("plugin {} {text}", name::<P>()));
+            // SAFETY: per the function's contract.
+            unsafe { put(panic_out, &text) };
             TIDINGS_PLUGIN_PANIC
         }
     }
@@ -240,7 +239,7 @@ unsafe extern "C" fn before_send<P: Plugin>(
         }
     };
     // SAFETY: the host passes a live instance.
-    unsafe { guarded::<P>(instance, "before_send", hook) }
+    unsafe { guarded::<P>(instance, "before_send", reason_out, hook) }
 }
 
 /// Logs a hook's error through the host and answers `ERROR`.
@@ -269,7 +268,7 @@ unsafe extern "C" fn after_send<P: Plugin>(
         }
     };
     // SAFETY: the host passes a live instance.
-    unsafe { guarded::<P>(instance, "after_send", hook) }
+    unsafe { guarded::<P>(instance, "after_send", std::ptr::null_mut(), hook) }
 }
 
 unsafe extern "C" fn on_event<P: Plugin>(
@@ -296,7 +295,7 @@ unsafe extern "C" fn on_event<P: Plugin>(
         }
     };
     // SAFETY: the host passes a live instance.
-    unsafe { guarded::<P>(instance, "on_event", hook) }
+    unsafe { guarded::<P>(instance, "on_event", std::ptr::null_mut(), hook) }
 }
 
 unsafe extern "C" fn deliver<P: Plugin>(
@@ -328,7 +327,7 @@ unsafe extern "C" fn deliver<P: Plugin>(
         }
     };
     // SAFETY: the host passes a live instance.
-    unsafe { guarded::<P>(instance, "deliver", hook) }
+    unsafe { guarded::<P>(instance, "deliver", error_out, hook) }
 }
 
 unsafe extern "C" fn free_string(s: *mut c_char) {
@@ -424,8 +423,9 @@ mod tests {
         let (status, _, reason) = call("bad");
         assert_eq!(status, TIDINGS_PLUGIN_ERROR);
         assert_eq!(take(reason), "bad body");
-        let (status, _, _) = call("boom");
+        let (status, _, reason) = call("boom");
         assert_eq!(status, TIDINGS_PLUGIN_PANIC);
+        assert_eq!(take(reason), "panicked in before_send: boom");
         let (status, _, _) = call("hi");
         assert_eq!(
             status, TIDINGS_PLUGIN_PANIC,
