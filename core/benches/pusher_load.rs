@@ -63,7 +63,10 @@ fn parse_options() -> Options {
         match args[i].as_str() {
             "--url" => {
                 let rest = value.trim_start_matches("http://");
-                let (h, p) = rest.trim_end_matches('/').split_once(':').unwrap_or((rest, "80"));
+                let (h, p) = rest
+                    .trim_end_matches('/')
+                    .split_once(':')
+                    .unwrap_or((rest, "80"));
                 o.host = h.to_owned();
                 o.port = p.parse().expect("port");
             }
@@ -142,7 +145,8 @@ async fn connect(o: &Options) -> Ws {
 
 async fn subscribe(ws: &mut Ws, channel: &str) {
     ws.send(Message::Text(
-        format!(r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{channel}"}}}}"#).into(),
+        format!(r#"{{"event":"pusher:subscribe","data":{{"auth":"","channel":"{channel}"}}}}"#)
+            .into(),
     ))
     .await
     .expect("subscribe");
@@ -163,7 +167,10 @@ fn now_us(start: Instant) -> u64 {
 /// The `t` embedded in a frame's data (`\"t\":123`), without parsing JSON.
 fn embedded_t(frame: &str) -> Option<u64> {
     let i = frame.find("t\\\":")? + 4;
-    let digits: String = frame[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = frame[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     digits.parse().ok()
 }
 
@@ -192,7 +199,8 @@ impl Trigger {
 
     async fn send(&self, channel: &str, t: u64) -> bool {
         let data = format!(r#"{{"t":{t}}}"#);
-        let body = serde_json::json!({"name": "bench", "channels": [channel], "data": data}).to_string();
+        let body =
+            serde_json::json!({"name": "bench", "channels": [channel], "data": data}).to_string();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -241,7 +249,12 @@ fn receive(mut ws: Ws, start: Instant, out: mpsc::UnboundedSender<u64>, counter:
 
 fn report_latency(name: &str, mut samples: Vec<u64>, expected: usize) {
     samples.sort_unstable();
-    let pct = |p: f64| samples.get(((samples.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "{name}: received {}/{expected}  p50 {} us  p99 {} us  max {} us",
         samples.len(),

@@ -19,6 +19,53 @@ pub struct EngineConfig {
     pub event_capacity: usize,
     /// Plugins, in the order their hooks run (see [`crate::plugin`]).
     pub plugins: Vec<crate::plugin::PluginConfig>,
+    /// Where events go besides in-process subscribers, in this order.
+    pub transports: Vec<TransportConfig>,
+}
+
+/// One delivery transport, chosen at runtime (TOML `[[transport]]`, JSON
+/// `{"kind": …}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransportConfig {
+    /// The Pusher HTTP API: `http(s)://KEY:SECRET@HOST[:PORT]/apps/APP_ID`.
+    Pusher {
+        url: String,
+        /// Per request, in milliseconds.
+        #[serde(default = "default_timeout_ms")]
+        timeout_ms: u64,
+        /// Attempts per delivery before the outbox retries later.
+        #[serde(default = "default_attempts")]
+        attempts: u32,
+    },
+    /// The in-process broker of `tidings serve`.
+    Broker,
+    /// A bounded in-memory log that long-poll clients read by cursor.
+    Polling {
+        #[serde(default = "default_polling_capacity")]
+        capacity: usize,
+    },
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_polling_capacity() -> usize {
+    crate::transport::polling::DEFAULT_CAPACITY
+}
+
+impl TransportConfig {
+    /// A Pusher transport with the default timeout and attempts.
+    pub fn pusher(url: impl Into<String>) -> Self {
+        TransportConfig::Pusher {
+            url: url.into(),
+            timeout_ms: default_timeout_ms(),
+            attempts: default_attempts(),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -27,6 +74,7 @@ impl Default for EngineConfig {
             store: DEFAULT_STORE_URL.to_owned(),
             event_capacity: crate::transport::local::DEFAULT_CAPACITY,
             plugins: Vec::new(),
+            transports: Vec::new(),
         }
     }
 }
@@ -57,5 +105,26 @@ mod tests {
         assert_eq!(c.store, "memory:");
         let err = EngineConfig::from_json(r#"{"stor":"memory:"}"#).unwrap_err();
         assert!(err.to_string().contains("stor"), "{err}");
+    }
+
+    #[test]
+    fn transports_by_kind() {
+        let c = EngineConfig::from_json(
+            r#"{"transports":[{"kind":"pusher","url":"http://k:s@127.0.0.1:6001/apps/1"},
+                              {"kind":"polling"},{"kind":"broker"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.transports[0],
+            TransportConfig::pusher("http://k:s@127.0.0.1:6001/apps/1")
+        );
+        assert!(matches!(c.transports[1], TransportConfig::Polling { capacity } if capacity > 0));
+        assert_eq!(c.transports[2], TransportConfig::Broker);
+        let err =
+            EngineConfig::from_json(r#"{"transports":[{"kind":"carrier-pigeon"}]}"#).unwrap_err();
+        assert!(err.to_string().contains("carrier-pigeon"), "{err}");
+        let err =
+            EngineConfig::from_json(r#"{"transports":[{"kind":"polling","size":3}]}"#).unwrap_err();
+        assert!(err.to_string().contains("size"), "{err}");
     }
 }

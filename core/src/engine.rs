@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, TransportConfig};
 use crate::domain::message::{validate_body, validate_client_msg_id, validate_emoji};
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::event;
 use crate::outbox::OutboxWorker;
 use crate::store::{self, Appended, MessageChange, OutboxRow, Store};
-use crate::transport::{LocalTransport, Subscription, Transport};
+use crate::transport::polling::PollResult;
+use crate::transport::{LocalTransport, PollingTransport, Received, Subscription, Transport};
 
 /// What [`Engine::send`] returns: the stored message, and whether this call
 /// stored it (`false` for a retry with a known `client_msg_id`).
@@ -116,6 +117,7 @@ pub struct EngineBuilder {
     config: EngineConfig,
     store: Option<Arc<dyn Store>>,
     transports: Vec<Arc<dyn Transport>>,
+    broker: Option<Arc<dyn Transport>>,
     runtime: Option<tokio::runtime::Handle>,
     plugins: Vec<crate::plugin::StaticPlugin>,
 }
@@ -135,6 +137,13 @@ impl EngineBuilder {
     /// Adds a transport; events go to every one, in the order added.
     pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
         self.transports.push(transport);
+        self
+    }
+
+    /// The transport that `{"kind": "broker"}` stands for: the in-process
+    /// broker of `tidings serve`.
+    pub fn broker(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.broker = Some(transport);
         self
     }
 
@@ -175,6 +184,28 @@ impl EngineBuilder {
             crate::plugin::Plugins::load(&self.config.plugins, self.plugins, &runtime).await?;
         let local = LocalTransport::new(self.config.event_capacity);
         let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(local.clone())];
+        let mut polling = None;
+        for configured in &self.config.transports {
+            transports.push(match configured {
+                TransportConfig::Pusher {
+                    url,
+                    timeout_ms,
+                    attempts,
+                } => pusher_transport(url, *timeout_ms, *attempts)?,
+                TransportConfig::Broker => self.broker.clone().ok_or_else(|| {
+                    Error::Config(
+                        "transport kind \"broker\" is the in-process broker of `tidings serve`; \
+                         elsewhere use kind \"pusher\" with the server's URL"
+                            .into(),
+                    )
+                })?,
+                TransportConfig::Polling { capacity } => {
+                    let log = Arc::new(PollingTransport::new(*capacity));
+                    polling = Some(log.clone());
+                    log
+                }
+            });
+        }
         transports.extend(self.transports);
         plugins.attach(&mut transports);
         let transports: Arc<[Arc<dyn Transport>]> = transports.into();
@@ -183,6 +214,7 @@ impl EngineBuilder {
             inner: Arc::new(Inner {
                 store,
                 local,
+                polling,
                 transports,
                 outbox,
                 plugins,
@@ -195,10 +227,29 @@ impl EngineBuilder {
 struct Inner {
     store: Arc<dyn Store>,
     local: LocalTransport,
+    polling: Option<Arc<PollingTransport>>,
     transports: Arc<[Arc<dyn Transport>]>,
     outbox: OutboxWorker,
     plugins: crate::plugin::Plugins,
     closed: AtomicBool,
+}
+
+#[cfg(feature = "pusher")]
+fn pusher_transport(url: &str, timeout_ms: u64, attempts: u32) -> Result<Arc<dyn Transport>> {
+    use crate::transport::pusher::{PusherTransport, RetryPolicy};
+    let policy = RetryPolicy {
+        timeout: std::time::Duration::from_millis(timeout_ms.max(1)),
+        attempts: attempts.max(1),
+        ..RetryPolicy::default()
+    };
+    Ok(Arc::new(PusherTransport::from_url(url, policy)?))
+}
+
+#[cfg(not(feature = "pusher"))]
+fn pusher_transport(_url: &str, _timeout_ms: u64, _attempts: u32) -> Result<Arc<dyn Transport>> {
+    Err(Error::Config(
+        "the Pusher transport is not compiled in; enable the cargo feature `pusher`".into(),
+    ))
 }
 
 /// The messaging engine. Cheap to clone; every clone is the same engine.
@@ -363,6 +414,57 @@ impl Engine {
             .await?;
         self.inner.outbox.wake();
         Ok(message)
+    }
+
+    /// Messages after `after`, oldest first, waiting up to `wait` for the
+    /// first one: a long-poll for hosts that cannot hold a socket.
+    pub async fn wait_messages_after(
+        &self,
+        conversation: &str,
+        after: Seq,
+        max: u32,
+        wait: std::time::Duration,
+    ) -> Result<Vec<Message>> {
+        self.check_open()?;
+        let conv = ConversationId::parse(conversation)?;
+        let channel = conv.channel();
+        // Subscribe before looking, so a message stored in between wakes us.
+        let mut events = self.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let found = self.inner.store.messages_after(&conv, after, max).await?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Err(_) | Ok(None) => return Ok(Vec::new()),
+                    Ok(Some(Received::Lagged(_))) => break,
+                    Ok(Some(Received::Event(e)))
+                        if e.channel == channel && e.name == event::NEW_MESSAGE =>
+                    {
+                        break
+                    }
+                    Ok(Some(Received::Event(_))) => {}
+                }
+            }
+        }
+    }
+
+    /// Events from the polling log (transport kind `polling`) on `channels`
+    /// after `cursor`, waiting up to `wait` for the first.
+    pub async fn poll(
+        &self,
+        channels: &[String],
+        cursor: u64,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<PollResult> {
+        self.check_open()?;
+        let log = self.inner.polling.as_ref().ok_or_else(|| {
+            Error::Config("no polling transport is configured (transport kind \"polling\")".into())
+        })?;
+        Ok(log.poll(channels, cursor, max, wait).await)
     }
 
     /// The configured plugins: loaded or not, disabled or not, with the

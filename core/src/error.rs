@@ -80,6 +80,10 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A transport refused an event for good (a 4xx other than 429): retrying
+    /// the same event cannot succeed.
+    #[error("transport {transport} refused the event: {message}")]
+    TransportRefused { transport: String, message: String },
     #[error("configuration error: {0}")]
     Config(String),
     #[error("the engine is shut down")]
@@ -106,7 +110,7 @@ impl Error {
             Error::Forbidden(_) => ErrorKind::Forbidden,
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Storage { .. } => ErrorKind::Storage,
-            Error::Transport { .. } => ErrorKind::Transport,
+            Error::Transport { .. } | Error::TransportRefused { .. } => ErrorKind::Transport,
             Error::Config(_) => ErrorKind::Config,
             Error::Closed => ErrorKind::Closed,
             Error::Rejected { .. } => ErrorKind::Rejected,
@@ -132,6 +136,22 @@ impl Error {
         Error::Storage {
             message: message.into(),
             source: None,
+        }
+    }
+
+    /// Whether retrying the same operation can never succeed.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(
+            self,
+            Error::Transport { .. } | Error::Storage { .. } | Error::Closed
+        )
+    }
+
+    /// A permanent transport refusal.
+    pub fn transport_refused(transport: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::TransportRefused {
+            transport: transport.into(),
+            message: message.into(),
         }
     }
 

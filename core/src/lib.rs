@@ -36,7 +36,7 @@ pub mod signature;
 pub mod store;
 pub mod transport;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, TransportConfig};
 pub use domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, Reaction,
     ReadState, Seq, UserId,

@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::domain::ConversationId;
+use crate::event::Event;
 use crate::store::{OutboxItem, Store};
 use crate::transport::Transport;
 
@@ -118,50 +119,96 @@ async fn run(
     }
 }
 
-/// Delivers one claimed batch; returns whether every row went out.
+/// Where one claimed row stands in a round.
+enum Outcome {
+    /// Every transport so far accepted it.
+    Accepted,
+    /// Not sent: an earlier row of its conversation is not delivered.
+    HeldBack,
+    Failed(crate::Error),
+}
+
+/// Delivers one claimed batch to every transport, in order; returns whether
+/// every row went out (or was refused for good).
 async fn deliver_round(
     store: &dyn Store,
     transports: &[Arc<dyn Transport>],
     claimed: Vec<OutboxItem>,
 ) -> bool {
-    let mut delivered = Vec::with_capacity(claimed.len());
-    let mut held_back: HashSet<ConversationId> = HashSet::new();
-    for item in claimed {
-        if held_back.contains(&item.conversation_id) {
+    let events: Vec<Event> = claimed
+        .iter()
+        .map(|item| {
+            Event::new(
+                item.conversation_id.channel(),
+                item.event.clone(),
+                item.payload.clone(),
+            )
+        })
+        .collect();
+    let mut outcomes: Vec<Outcome> = claimed.iter().map(|_| Outcome::Accepted).collect();
+    for transport in transports {
+        // Rows behind an undelivered row of their conversation wait.
+        let mut blocked: HashSet<&ConversationId> = HashSet::new();
+        let mut indexes = Vec::with_capacity(claimed.len());
+        for (i, item) in claimed.iter().enumerate() {
+            match &outcomes[i] {
+                Outcome::Failed(e) if e.is_permanent() => {}
+                Outcome::Failed(_) | Outcome::HeldBack => {
+                    blocked.insert(&item.conversation_id);
+                }
+                Outcome::Accepted if blocked.contains(&item.conversation_id) => {
+                    outcomes[i] = Outcome::HeldBack;
+                }
+                Outcome::Accepted => indexes.push(i),
+            }
+        }
+        if indexes.is_empty() {
             continue;
         }
-        match deliver(transports, &item).await {
-            Ok(()) => delivered.push(item.id),
-            Err(err) => {
-                tracing::warn!(
-                    conversation = %item.conversation_id,
-                    event = %item.event,
-                    %err,
-                    "delivery failed; the event stays pending"
-                );
-                if let Err(e) = store.fail_outbox(item.id, &err.to_string()).await {
-                    tracing::warn!(%e, "recording the failed delivery failed");
-                }
-                held_back.insert(item.conversation_id);
+        let batch: Vec<Event> = indexes.iter().map(|&i| events[i].clone()).collect();
+        let results = transport.deliver_batch(&batch).await;
+        for (&i, result) in indexes.iter().zip(results) {
+            if let Err(err) = result {
+                outcomes[i] = Outcome::Failed(err);
             }
         }
     }
-    if let Err(err) = store.ack_outbox(&delivered).await {
+    let mut done = Vec::with_capacity(claimed.len());
+    let mut all_out = true;
+    for (item, outcome) in claimed.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Accepted => done.push(item.id),
+            Outcome::HeldBack => all_out = false,
+            Outcome::Failed(err) => {
+                let refused = err.is_permanent();
+                all_out &= refused;
+                if refused {
+                    tracing::warn!(
+                        conversation = %item.conversation_id,
+                        event = %item.event,
+                        %err,
+                        "a transport refused the event for good; it stays in the outbox, not retried"
+                    );
+                } else {
+                    tracing::warn!(
+                        conversation = %item.conversation_id,
+                        event = %item.event,
+                        %err,
+                        "delivery failed; the event stays pending"
+                    );
+                }
+                if let Err(e) = store.fail_outbox(item.id, &err.to_string(), refused).await {
+                    tracing::warn!(%e, "recording the failed delivery failed");
+                }
+            }
+        }
+    }
+    if let Err(err) = store.ack_outbox(&done).await {
         // The events went out; they will go out again (at-least-once).
         tracing::warn!(%err, "acknowledging deliveries failed");
         return false;
     }
-    held_back.is_empty()
-}
-
-async fn deliver(transports: &[Arc<dyn Transport>], item: &OutboxItem) -> crate::Result<()> {
-    let channel = item.conversation_id.channel();
-    for transport in transports {
-        transport
-            .deliver(&channel, &item.event, item.payload.clone())
-            .await?;
-    }
-    Ok(())
+    all_out
 }
 
 async fn wait(wake: &Notify, stopped: &mut watch::Receiver<bool>, timeout: Option<Duration>) {

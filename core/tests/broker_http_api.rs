@@ -44,6 +44,7 @@ async fn start() -> TestServer {
         demo: false,
         broker: BrokerSettings::default(),
         plugins: Vec::new(),
+        transports: Vec::new(),
     };
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("address");
@@ -260,6 +261,11 @@ impl Client {
     }
 }
 
+/// `n` distinct channel names.
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("c{i}")).collect()
+}
+
 fn event_data(frame: &Value) -> &str {
     frame["data"].as_str().expect("string data")
 }
@@ -274,7 +280,10 @@ async fn events_reach_subscribers_except_the_excluded_socket() {
     b.subscribe("sport").await;
 
     let answer = server
-        .trigger(json!({"name":"flash","channels":["news","sport"],"data":"{\"n\":1}","socket_id":a.socket_id}))
+        .trigger(
+            json!({"name":"flash","channels":["news","sport"],"data":"{\"n\":1}",
+            "socket_id":a.socket_id}),
+        )
         .await;
     assert_eq!(answer, json!({}));
     let first = b.next().await;
@@ -652,8 +661,7 @@ async fn bad_requests_are_refused_with_reasons() {
             "0 were given",
         ),
         (
-            json!({"name":"e","channels":(0..101).map(|i| format!("c{i}")).collect::<Vec<_>>(),"data":"x"})
-                .to_string(),
+            json!({"name":"e","channels":names(101),"data":"x"}).to_string(),
             400,
             "101 were given",
         ),
@@ -670,7 +678,7 @@ async fn bad_requests_are_refused_with_reasons() {
     }
     // The limits themselves are fine.
     let answer = server
-        .trigger(json!({"name":"e".repeat(200),"channels":(0..100).map(|i| format!("c{i}")).collect::<Vec<_>>(),"data":"x".repeat(10 * 1024)}))
+        .trigger(json!({"name":"e".repeat(200),"channels":names(100),"data":"x".repeat(10 * 1024)}))
         .await;
     assert_eq!(answer, json!({}));
 

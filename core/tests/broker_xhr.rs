@@ -37,6 +37,7 @@ async fn start(xhr: XhrSettings) -> TestServer {
         apps: vec![AppConfig::new(APP_ID, KEY, SECRET)],
         demo: true,
         plugins: Vec::new(),
+        transports: Vec::new(),
         broker: BrokerSettings {
             xhr,
             ..BrokerSettings::default()
@@ -528,6 +529,56 @@ async fn a_session_no_request_holds_expires_like_a_closed_socket() {
         frame["event"], "after-reopen",
         "no `o` on a re-open: {frame}"
     );
+}
+
+#[tokio::test]
+async fn a_stream_stops_where_pusher_js_reopens_it_and_nothing_is_lost() {
+    let server = start(fast()).await;
+    let mut session = server.session();
+    let mut stream = session.stream().await;
+    stream.opened().await;
+    session.subscribe("bulk", None, None).await;
+    stream
+        .expect("pusher_internal:subscription_succeeded")
+        .await;
+    // ~400 KB of events, with characters JavaScript counts differently.
+    let filler = "é😀x".repeat(1000);
+    for n in 0..60 {
+        server
+            .trigger("bulk", "chunk", &format!("{n} {filler}"))
+            .await;
+    }
+    // The first stream gets frames up to pusher-js's 256 KB mark, then
+    // nothing; it ends when no new request replaces it.
+    let mut got = Vec::new();
+    let mut chars = 2048 + 1 + 2; // prelude and `o`, already read
+    while let Some(line) = stream.line().await {
+        chars += line.encode_utf16().count() + 1;
+        match line.as_bytes().first() {
+            Some(b'a') => got.extend(array_frames(&line)),
+            Some(b'h') => {}
+            _ => panic!("only frames while the stream fills up, got {line:?}"),
+        }
+    }
+    assert!(chars > 256 * 1024, "{chars} characters");
+    assert!(chars < 256 * 1024 + 70 * 1024, "{chars} characters");
+    assert!(got.len() > 1 && got.len() < 60, "{} frames", got.len());
+    // The next request of the session (no `o`) carries the rest.
+    let mut next = session.stream().await;
+    assert_eq!(next.line().await.expect("prelude"), "h".repeat(2048));
+    while got.len() < 61 {
+        got.push(next.frame().await);
+    }
+    let numbers: Vec<String> = got[1..]
+        .iter()
+        .map(|f| {
+            let data = f["data"].as_str().expect("data");
+            assert!(data.ends_with(&filler));
+            data.split(' ').next().expect("number").to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = (0..60).map(|n| n.to_string()).collect();
+    assert_eq!(numbers, expected);
 }
 
 #[tokio::test]

@@ -1017,6 +1017,16 @@ async fn channel_auth_for_members_only() {
         .await;
     assert_error(&answer, StatusCode::BAD_REQUEST, "invalid_argument");
 
+    let big = "x".repeat(16 * 1024);
+    let answer = server
+        .form(
+            As::User("1"),
+            "/pusher/auth",
+            &[("socket_id", socket), ("channel_name", &big)],
+        )
+        .await;
+    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
+
     // User authentication for pusher:signin.
     let (status, signin) = server
         .form(

@@ -14,7 +14,8 @@ pub const DEFAULT_APP_KEY: &str = "tidings-key";
 /// Where the generated secret of the default app is kept.
 pub const SECRET_FILE: &str = "app-secret";
 
-/// The `--config` file.
+/// The `--config` file, shared by every command: `listen`, `data_dir`,
+/// `store`, `[[app]]` and `[[transport]]` entries.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -23,6 +24,9 @@ pub struct FileConfig {
     pub store: Option<String>,
     #[serde(default, rename = "app")]
     pub apps: Vec<AppConfig>,
+    /// `[[transport]]` entries: where events go besides the broker.
+    #[serde(default, rename = "transport")]
+    pub transports: Vec<crate::TransportConfig>,
 }
 
 impl FileConfig {

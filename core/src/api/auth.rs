@@ -15,7 +15,7 @@
 //! Both answer CORS preflights ([`cors`]), for host apps on other origins.
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Request, State};
+use axum::extract::{DefaultBodyLimit, Form, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -191,6 +191,7 @@ pub fn routes(state: ServerState) -> Router {
     Router::new()
         .route("/pusher/auth", post(channel_auth))
         .route("/pusher/user-auth", post(user_auth))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(cors))
         .with_state(state)
 }
@@ -223,7 +224,17 @@ fn check_socket_id(socket_id: Option<String>) -> Result<String, ApiError> {
     Ok(socket_id)
 }
 
+/// Largest form the auth endpoints read.
+pub const MAX_FORM_BYTES: usize = 8 * 1024;
+
 fn form_error(rejection: FormRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the form is over {MAX_FORM_BYTES} bytes"),
+        );
+    }
     ApiError::invalid(format!(
         "expected a form-encoded body (socket_id, channel_name): {rejection}"
     ))

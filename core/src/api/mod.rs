@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use crate::broker::{AppConfig, Broker, BrokerSettings, BrokerTransport};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::EngineConfig;
+use crate::{EngineConfig, TransportConfig};
 
 /// Everything `tidings serve` needs, after flags, env and file are merged.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct ServeConfig {
     pub broker: BrokerSettings,
     /// Plugins, in the order their hooks run.
     pub plugins: Vec<crate::plugin::PluginConfig>,
+    /// Transports besides the in-process broker (e.g. a Pusher HTTP API to
+    /// mirror events to); the broker is always there.
+    pub transports: Vec<TransportConfig>,
 }
 
 /// What every route of the server can reach.
@@ -63,13 +66,18 @@ impl Server {
     pub async fn bind(config: ServeConfig) -> Result<Server> {
         let broker = Broker::new(config.apps.clone(), config.broker.clone())?;
         crate::broker::webhook::start_all(&broker, &tokio::runtime::Handle::current());
+        let mut transports = config.transports.clone();
+        if !transports.contains(&TransportConfig::Broker) {
+            transports.insert(0, TransportConfig::Broker);
+        }
         let engine = Engine::builder()
             .config(EngineConfig {
                 store: config.store.clone(),
+                transports,
                 plugins: config.plugins.clone(),
                 ..EngineConfig::default()
             })
-            .transport(Arc::new(BrokerTransport::new(
+            .broker(Arc::new(BrokerTransport::new(
                 broker.apps.default_app().clone(),
             )))
             .build()

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use tidings::config::DEFAULT_STORE_URL;
-use tidings::{Engine, EngineConfig, Message, PageRequest, SendRequest};
+use tidings::{Engine, EngineConfig, Message, PageRequest, SendRequest, TransportConfig};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,9 @@ struct Cli {
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
+    /// TOML file: listen, data_dir, store, [[app]] and [[transport]] entries.
+    #[arg(long, global = true, env = "TIDINGS_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,9 +124,6 @@ struct ServeArgs {
     /// Directory for the SQLite file and the generated app secret.
     #[arg(long, env = "TIDINGS_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// TOML file with listen, data_dir, store and [[app]] entries.
-    #[arg(long, env = "TIDINGS_CONFIG")]
-    config: Option<PathBuf>,
     /// Webhook target of the default app.
     #[arg(long, env = "TIDINGS_WEBHOOK")]
     webhook: Vec<String>,
@@ -204,17 +204,66 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> tidings::Result<()> {
+    let mut file = match &cli.config {
+        Some(path) => tidings::api::apps::FileConfig::load(path)?,
+        None => tidings::api::apps::FileConfig::default(),
+    };
+    // The URL form the official SDKs accept, as an extra transport.
+    if let Ok(url) = std::env::var("TIDINGS_PUSHER_URL") {
+        if !url.trim().is_empty() {
+            file.transports.push(TransportConfig::pusher(url.trim()));
+        }
+    }
     if let Command::Serve(args) = cli.command {
-        return serve(cli.store, args).await;
+        return serve(cli.store, file, args).await;
     }
     if let Command::Token(args) = cli.command {
         return token(args, cli.json);
     }
-    let store = cli.store.unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
-    let engine = Engine::open(EngineConfig::with_store(store)).await?;
+    let is_send = matches!(cli.command, Command::Send(_));
+    let store = cli
+        .store
+        .or(file.store)
+        .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
+    let engine = Engine::open(EngineConfig {
+        store,
+        transports: file.transports,
+        ..EngineConfig::default()
+    })
+    .await?;
     let result = command(&engine, cli.command, cli.json).await;
     engine.shutdown().await;
+    if result.is_ok() && is_send {
+        report_pending(&engine).await;
+    }
     result
+}
+
+/// After a one-shot send: say on stderr when delivery is still pending (the
+/// message is stored; the next start with this store delivers it).
+async fn report_pending(engine: &Engine) {
+    let Ok(rows) = engine.pending_deliveries(1000).await else {
+        return;
+    };
+    let waiting: Vec<_> = rows.iter().filter(|r| !r.refused).collect();
+    let refused: Vec<_> = rows.iter().filter(|r| r.refused).collect();
+    if let Some(last) = waiting.last() {
+        eprintln!(
+            "delivery pending: the message is stored; {} event(s) wait in the outbox{} and go out \
+             on the next start with this store (tidings outbox lists them)",
+            waiting.len(),
+            last.last_error
+                .as_deref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+    }
+    if !refused.is_empty() {
+        eprintln!(
+            "{} event(s) were refused by a transport for good; tidings outbox lists them with the reason",
+            refused.len()
+        );
+    }
 }
 
 async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Result<()> {
@@ -376,12 +425,13 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
 }
 
 /// `tidings serve`: flags over environment over the config file over defaults.
-async fn serve(store: Option<String>, args: ServeArgs) -> tidings::Result<()> {
+async fn serve(
+    store: Option<String>,
+    file: tidings::api::apps::FileConfig,
+    args: ServeArgs,
+) -> tidings::Result<()> {
     use tidings::api::{apps, ServeConfig, Server};
-    let file = match &args.config {
-        Some(path) => apps::FileConfig::load(path)?,
-        None => apps::FileConfig::default(),
-    };
+    let transports = file.transports.clone();
     let data_dir = args
         .data_dir
         .or(file.data_dir.map(PathBuf::from))
@@ -414,6 +464,7 @@ async fn serve(store: Option<String>, args: ServeArgs) -> tidings::Result<()> {
         demo: args.demo,
         plugins: args.plugin,
         broker: Default::default(),
+        transports,
     })
     .await?;
     let addr = server.local_addr()?;

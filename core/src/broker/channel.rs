@@ -62,11 +62,7 @@ pub fn is_cache(name: &str) -> bool {
 pub fn validate(name: &str) -> Result<(), String> {
     let rest = name.strip_prefix('#').map_or(name, |r| {
         // Only the server-to-user channels may start with '#'.
-        if name.starts_with(SERVER_TO_USER_PREFIX) {
-            &name[SERVER_TO_USER_PREFIX.len()..]
-        } else {
-            r
-        }
+        name.strip_prefix(SERVER_TO_USER_PREFIX).unwrap_or(r)
     });
     if name.is_empty() || name.len() > MAX_CHANNEL_NAME {
         return Err(format!(

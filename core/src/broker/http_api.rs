@@ -365,10 +365,12 @@ fn parse_event(object: &Map<String, Value>, batch_index: Option<usize>) -> Resul
             )))
         }
         Some(Value::String(s)) => s,
-        Some(other) => return Err(ApiError::BadRequest(format!(
-            "{context}The data of event {name:?} must be a string (JSON-encode it first), got {}",
-            type_name(other)
-        ))),
+        Some(other) => {
+            let got = type_name(other);
+            return Err(ApiError::BadRequest(format!(
+                "{context}The data of event {name:?} must be a string (JSON-encode it), got {got}"
+            )));
+        }
     };
     if data.len() > MAX_DATA_BYTES {
         return Err(ApiError::TooLarge(format!(
@@ -557,7 +559,8 @@ async fn list_channels(
     let info = Info::parse(signed.param("info"))?;
     if info.user_count && !prefix.starts_with("presence-") {
         return Err(ApiError::BadRequest(format!(
-            "info=user_count needs filter_by_prefix=presence- (only presence channels have users), got filter_by_prefix={prefix:?}"
+            "info=user_count needs filter_by_prefix=presence- (only presence channels \
+             have users), got filter_by_prefix={prefix:?}"
         )));
     }
     let channels: Map<String, Value> = signed
@@ -634,7 +637,12 @@ async fn presence_users(
 
 fn terminate_user(signed: &Signed, user_id: &str) -> ApiResult {
     let closed = signed.app.hub.terminate_user(user_id);
-    tracing::info!(app = %signed.app.config.id, user = %user_id, closed, "terminated the user's connections");
+    tracing::info!(
+        app = %signed.app.config.id,
+        user = %user_id,
+        closed,
+        "terminated the user's connections"
+    );
     Ok(Json(json!({})))
 }
 

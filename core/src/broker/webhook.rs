@@ -113,7 +113,11 @@ pub fn start(app: &Arc<App>, handle: &Handle) {
                 None
             }
             Err(e) => {
-                tracing::error!(app = %config.id, url = %text, "webhook URL {text:?} is skipped: {e}");
+                tracing::error!(
+                    app = %config.id,
+                    url = %text,
+                    "webhook URL {text:?} is skipped: {e}"
+                );
                 None
             }
         })

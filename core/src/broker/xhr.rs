@@ -72,6 +72,13 @@ impl Default for XhrSettings {
 /// send. pusher-js reads it as a heartbeat before the session is open,
 /// which it ignores.
 const PRELUDE_LEN: usize = 2048;
+/// pusher-js re-opens a stream once it has read more than this many
+/// (UTF-16) characters of it (`MAX_BUFFER_LENGTH` in its http_request.ts),
+/// aborting the old request: whatever was still in flight on it would be
+/// lost. So a stream past this gets nothing more, and what is queued waits
+/// for the new request (a stream that is not re-opened within a heartbeat
+/// is ended, which SockJS-style clients answer with a new request).
+const STREAM_LIMIT: usize = 256 * 1024;
 /// Frames per `a[…]` frame.
 const MAX_FRAMES_PER_ARRAY: usize = 256;
 /// Bytes gathered into one response chunk before it is written.
@@ -225,8 +232,10 @@ struct Outlet {
     opened: bool,
     /// The next chunk of the response.
     pending: Vec<u8>,
-    /// When a quiet receive request gets an `h`.
+    /// When a quiet receive request gets an `h` (a full stream: ends).
     heartbeat_at: Instant,
+    /// Characters written to the current stream, counted like pusher-js.
+    streamed: usize,
     /// Since when no receive request is attached.
     detached_at: Instant,
     heartbeat: Duration,
@@ -241,6 +250,7 @@ impl Outlet {
             opened: false,
             pending: Vec::new(),
             heartbeat_at: now + heartbeat,
+            streamed: 0,
             detached_at: now,
             heartbeat,
         }
@@ -262,6 +272,7 @@ impl Outlet {
         self.body = Some(body);
         self.kind = kind;
         self.heartbeat_at = Instant::now() + self.heartbeat;
+        self.streamed = 0;
     }
 
     fn detach(&mut self) {
@@ -274,9 +285,14 @@ impl Outlet {
         self.body.is_some()
     }
 
+    /// A stream the client is about to replace ([`STREAM_LIMIT`]).
+    fn full(&self) -> bool {
+        self.kind == Receive::Streaming && self.streamed > STREAM_LIMIT
+    }
+
     /// Whether to take more frames from the queue into the next chunk.
     fn wants_frames(&self) -> bool {
-        self.attached() && self.pending.len() < MAX_CHUNK_BYTES
+        self.attached() && !self.full() && self.pending.len() < MAX_CHUNK_BYTES
     }
 
     /// Attached, with nothing to write.
@@ -284,23 +300,42 @@ impl Outlet {
         self.attached() && self.pending.is_empty()
     }
 
+    /// Nothing was written for a heartbeat: an `h`, or the end of a full
+    /// stream that was not replaced.
+    fn heartbeat(&mut self) {
+        if self.full() {
+            self.detach();
+        } else {
+            self.pending.extend_from_slice(b"h\n");
+        }
+    }
+
     /// `first` and what else is queued, as `a[…]` frames.
     fn push_frames(&mut self, first: Frame, queue: &mut mpsc::Receiver<Frame>) {
         push_array(&mut self.pending, first, queue);
     }
 
-    fn push_heartbeat(&mut self) {
-        self.pending.extend_from_slice(b"h\n");
-    }
-
     /// Hands the pending chunk to the response; a poll ends with it.
     fn write(&mut self, permit: mpsc::Permit<'_, Bytes>) {
-        permit.send(Bytes::from(std::mem::take(&mut self.pending)));
+        let chunk = std::mem::take(&mut self.pending);
+        self.streamed += utf16_len(&chunk);
+        permit.send(Bytes::from(chunk));
         self.heartbeat_at = Instant::now() + self.heartbeat;
         if self.kind == Receive::Polling {
             self.detach();
         }
     }
+}
+
+/// The length of UTF-8 `text` in UTF-16 units, as JavaScript counts it.
+fn utf16_len(text: &[u8]) -> usize {
+    text.iter()
+        .map(|b| match b {
+            0x80..=0xBF => 0, // a continuation byte
+            0xF0.. => 2,      // a character outside the BMP: a surrogate pair
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Appends `a["…",…]\n` holding `first` and up to
@@ -400,7 +435,7 @@ async fn run(
                 Err(_) => out.detach(),
             },
             _ = gone(&body), if out.quiet() => out.detach(),
-            _ = sleep_until(out.heartbeat_at), if out.quiet() => out.push_heartbeat(),
+            _ = sleep_until(out.heartbeat_at), if out.quiet() => out.heartbeat(),
             _ = sleep_until(out.detached_at + xhr.disconnect_delay), if !out.attached() => {
                 tracing::debug!(connection = %socket_id, "HTTP fallback session expired: no receive request");
                 break None;
@@ -723,6 +758,28 @@ mod tests {
         assert!(out.pending.is_empty(), "a second receive gets no `o`");
         out.attach(Receive::Streaming, body);
         assert!(!out.pending.ends_with(b"o\n"));
+    }
+
+    #[test]
+    fn streams_count_characters_like_javascript() {
+        assert_eq!(utf16_len("aé€😀".as_bytes()), 1 + 1 + 1 + 2);
+        let mut out = Outlet::new(Duration::from_secs(25));
+        let (body, mut rx) = mpsc::channel(4);
+        out.attach(Receive::Streaming, body.clone());
+        out.pending.resize(STREAM_LIMIT, b'x');
+        out.write(body.try_reserve().unwrap());
+        assert!(
+            !out.full() && out.wants_frames(),
+            "exactly the limit is not past it"
+        );
+        out.pending.extend_from_slice(b"h\n");
+        out.write(body.try_reserve().unwrap());
+        assert!(out.full() && !out.wants_frames());
+        out.heartbeat();
+        assert!(!out.attached(), "a full stream that is not replaced ends");
+        assert_eq!(rx.try_recv().unwrap().len(), STREAM_LIMIT);
+        out.attach(Receive::Streaming, body);
+        assert!(!out.full(), "a new stream starts from zero");
     }
 
     #[test]

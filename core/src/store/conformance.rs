@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{MessageChange, Store};
+use super::{MessageChange, OutboxRow, Store};
 use crate::domain::{ConversationId, Message, NewMessage, PageRequest, UserId};
 use crate::error::ErrorKind;
 use crate::event;
@@ -544,7 +544,7 @@ pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
     let rest = store.claim_outbox(claimed[2].id, 10).await.expect("claim");
     assert_eq!(rest.len(), 2);
     store
-        .fail_outbox(claimed[0].id, "pusher: 503 Service Unavailable")
+        .fail_outbox(claimed[0].id, "pusher: 503 Service Unavailable", false)
         .await
         .expect("fail");
     let ids: Vec<i64> = claimed.iter().skip(1).map(|o| o.id).collect();
@@ -557,11 +557,35 @@ pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
         pending[0].last_error.as_deref(),
         Some("pusher: 503 Service Unavailable")
     );
+    assert!(!pending[0].refused);
     let again = store.claim_outbox(0, 10).await.expect("claim");
     assert_eq!(again.len(), 3, "unacked rows stay pending");
+    // A permanent refusal keeps the row, with its reason, out of claims.
     store
-        .ack_outbox(&again.iter().map(|o| o.id).collect::<Vec<_>>())
+        .fail_outbox(again[1].id, "pusher: 413 Request Entity Too Large", true)
         .await
-        .expect("ack");
+        .expect("refuse");
+    let claimable: Vec<i64> = store
+        .claim_outbox(0, 10)
+        .await
+        .expect("claim")
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(claimable, [again[0].id, again[2].id]);
+    let listed = store.list_outbox(100).await.expect("list");
+    let refused: Vec<&OutboxRow> = listed.iter().filter(|r| r.refused).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].id, again[1].id);
+    assert!(refused[0]
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("413")));
+    store.ack_outbox(&claimable).await.expect("ack");
     assert!(store.claim_outbox(0, 10).await.expect("claim").is_empty());
+    assert_eq!(
+        store.list_outbox(100).await.expect("list").len(),
+        1,
+        "the refused row stays visible"
+    );
 }

@@ -31,6 +31,7 @@ struct PendingEvent {
     message: MessageId,
     attempts: u32,
     last_error: Option<String>,
+    refused: bool,
 }
 
 #[derive(Default)]
@@ -139,6 +140,7 @@ impl Store for MemoryStore {
             message: id,
             attempts: 0,
             last_error: None,
+            refused: false,
         });
         Ok(Appended {
             message,
@@ -230,6 +232,7 @@ impl Store for MemoryStore {
                 message: 0,
                 attempts: 0,
                 last_error: None,
+                refused: false,
             });
         }
         Ok(ReadUpdate { state, advanced })
@@ -314,6 +317,7 @@ impl Store for MemoryStore {
             message: id,
             attempts: 0,
             last_error: None,
+            refused: false,
         });
         Ok(message)
     }
@@ -324,6 +328,7 @@ impl Store for MemoryStore {
         Ok(st
             .outbox
             .range(after + 1..)
+            .filter(|(_, p)| !p.refused)
             .take(max as usize)
             .map(|(&id, p)| OutboxItem {
                 id,
@@ -348,10 +353,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn fail_outbox(&self, id: OutboxId, error: &str) -> Result<()> {
+    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()> {
         if let Some(row) = self.lock().outbox.get_mut(&id) {
             row.attempts += 1;
             row.last_error = Some(error.to_owned());
+            row.refused |= refused;
         }
         Ok(())
     }
@@ -369,6 +375,7 @@ impl Store for MemoryStore {
                 event: p.event.to_owned(),
                 attempts: p.attempts,
                 last_error: p.last_error.clone(),
+                refused: p.refused,
             })
             .collect())
     }

@@ -78,6 +78,8 @@ pub struct OutboxRow {
     pub event: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// A transport refused it for good; it will not be retried.
+    pub refused: bool,
 }
 
 /// Durable storage. Every method is one transaction; an error means nothing
@@ -142,16 +144,18 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> Result<Message>;
 
-    /// Pending outbox rows with an id above `after`, in id order.
+    /// Pending (not refused) outbox rows with an id above `after`, in id order.
     async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>>;
 
     /// Marks rows delivered (removes them).
     async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()>;
 
-    /// Records a failed attempt on a row that stays pending.
-    async fn fail_outbox(&self, id: OutboxId, error: &str) -> Result<()>;
+    /// Records a failed attempt. A retryable failure leaves the row pending;
+    /// a permanent one (`refused`) keeps it, with the reason, but it is
+    /// never claimed again.
+    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()>;
 
-    /// Pending rows, oldest first, for operators.
+    /// Pending and refused rows, oldest first, for operators.
     async fn list_outbox(&self, max: u32) -> Result<Vec<OutboxRow>>;
 }
 
@@ -184,15 +188,19 @@ fn not_compiled_in(feature: &str) -> Error {
 
 /// The URL with any password replaced, for error messages and logs.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &url[start..start + at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                Some((user, _)) => {
+                    format!("{}{user}:***{}", &url[..start], &url[start + at..])
+                }
                 None => url.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        None => url.to_owned(),
     }
 }
 

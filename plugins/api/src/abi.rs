@@ -60,7 +60,11 @@ pub struct tidings_host_api_v1 {
     pub host_ctx: *mut c_void,
     /// Writes to the host's log; `message` is borrowed for the call.
     pub log: Option<
-        unsafe extern "C" fn(host_ctx: *mut c_void, level: tidings_log_level, message: *const c_char),
+        unsafe extern "C" fn(
+            host_ctx: *mut c_void,
+            level: tidings_log_level,
+            message: *const c_char,
+        ),
     >,
     /// Hands an ephemeral event (never stored) to the engine's transports.
     /// `data_json` must be JSON. Returns `TIDINGS_PLUGIN_OK` or
@@ -92,8 +96,10 @@ pub type tidings_plugin_before_send_fn = unsafe extern "C" fn(
     reason_out: *mut *mut c_char,
 ) -> tidings_plugin_status;
 /// `after_send(instance, message_json)`.
-pub type tidings_plugin_after_send_fn =
-    unsafe extern "C" fn(instance: *mut c_void, message_json: *const c_char) -> tidings_plugin_status;
+pub type tidings_plugin_after_send_fn = unsafe extern "C" fn(
+    instance: *mut c_void,
+    message_json: *const c_char,
+) -> tidings_plugin_status;
 /// `on_event(instance, channel, event, data_json)`.
 pub type tidings_plugin_on_event_fn = unsafe extern "C" fn(
     instance: *mut c_void,

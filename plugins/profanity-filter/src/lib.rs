@@ -112,7 +112,10 @@ mod tests {
     #[test]
     fn whole_words_only_any_case() {
         let f = filter(&["heck", "darn"]);
-        assert_eq!(f.mask("Heck, what the HECK!").unwrap(), "****, what the ****!");
+        assert_eq!(
+            f.mask("Heck, what the HECK!").unwrap(),
+            "****, what the ****!"
+        );
         assert_eq!(f.mask("checkmate, darned"), None);
         assert_eq!(f.mask("darn-it").unwrap(), "****-it");
         assert_eq!(f.mask("nothing here"), None);
@@ -134,8 +137,8 @@ mod tests {
     fn config_errors_name_the_problem() {
         let err = ProfanityFilter::init(Host::detached(), "{}").unwrap_err();
         assert!(err.to_string().contains("words"), "{err}");
-        let err = ProfanityFilter::init(Host::detached(), r#"{"words":["two words"]}"#)
-            .unwrap_err();
+        let err =
+            ProfanityFilter::init(Host::detached(), r#"{"words":["two words"]}"#).unwrap_err();
         assert!(err.to_string().contains("single word"), "{err}");
     }
 }

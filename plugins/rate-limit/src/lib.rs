@@ -88,7 +88,9 @@ impl Plugin for RateLimit {
             format!("config {config_json}: {e} (expected {{\"max\": N, \"window_secs\": S}})")
         })?;
         if !config.window_secs.is_finite() || config.window_secs <= 0.0 {
-            return Err(format!("`window_secs` must be above 0, got {}", config.window_secs).into());
+            return Err(
+                format!("`window_secs` must be above 0, got {}", config.window_secs).into(),
+            );
         }
         RateLimit::new(config.max, Duration::from_secs_f64(config.window_secs))
     }
@@ -114,9 +116,15 @@ mod tests {
         assert!(limit.check("1", t0).is_ok());
         assert!(limit.check("1", t0 + Duration::from_secs(1)).is_ok());
         let reason = limit.check("1", t0 + Duration::from_secs(2)).unwrap_err();
-        assert!(reason.contains("user 1 may send 2 messages per 10 seconds"), "{reason}");
+        assert!(
+            reason.contains("user 1 may send 2 messages per 10 seconds"),
+            "{reason}"
+        );
         assert!(reason.contains("try again in 8.0 s"), "{reason}");
-        assert!(limit.check("2", t0 + Duration::from_secs(2)).is_ok(), "per sender");
+        assert!(
+            limit.check("2", t0 + Duration::from_secs(2)).is_ok(),
+            "per sender"
+        );
         // The first one leaves the window after 10 s.
         assert!(limit.check("1", t0 + Duration::from_secs(10)).is_ok());
     }

@@ -37,7 +37,13 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::event;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_outbox_refused.sql"),
+    ),
+];
 /// Pooled connections for reads and non-append writes (the writer has its own).
 const POOL_SIZE: usize = 16;
 /// Connect timeout unless the URL sets `connect_timeout`.
@@ -606,7 +612,7 @@ impl Store for PostgresStore {
             .prepare_cached(
                 "SELECT o.id, c.key, o.event, o.payload, o.message FROM outbox o
                  JOIN conversations c ON c.id = o.conversation
-                 WHERE o.id > $1 ORDER BY o.id LIMIT $2",
+                 WHERE o.id > $1 AND NOT o.refused ORDER BY o.id LIMIT $2",
             )
             .await
             .map_err(db(context))?;
@@ -683,18 +689,19 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn fail_outbox(&self, id: OutboxId, error: &str) -> Result<()> {
+    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()> {
         // A transport's error text could hold a NUL; keep the rest of it.
         let error = error.replace('\0', "\u{fffd}");
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                 refused = refused OR $3 WHERE id = $1",
             )
             .await
             .map_err(db("recording a failed delivery"))?;
         client
-            .execute(&stmt, &[&id, &error])
+            .execute(&stmt, &[&id, &error, &refused])
             .await
             .map_err(db("recording a failed delivery"))?;
         Ok(())
@@ -706,7 +713,7 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT o.id, c.key, o.event, o.attempts, o.last_error FROM outbox o
+                "SELECT o.id, c.key, o.event, o.attempts, o.last_error, o.refused FROM outbox o
                  JOIN conversations c ON c.id = o.conversation ORDER BY o.id LIMIT $1",
             )
             .await
@@ -726,6 +733,7 @@ impl Store for PostgresStore {
                     event: row.try_get(2).map_err(&get)?,
                     attempts: u32::try_from(attempts).unwrap_or(0),
                     last_error: row.try_get(4).map_err(&get)?,
+                    refused: row.try_get(5).map_err(&get)?,
                 })
             })
             .collect()

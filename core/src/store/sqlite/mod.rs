@@ -29,7 +29,13 @@ use crate::domain::{
 use crate::error::{Error, Result};
 use crate::event;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_outbox_refused.sql"),
+    ),
+];
 /// Idle reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -522,7 +528,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT o.id, c.key, o.event, o.payload, o.message FROM outbox o
                      JOIN conversations c ON c.id = o.conversation
-                     WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+                     WHERE o.id > ?1 AND o.refused = 0 ORDER BY o.id LIMIT ?2",
                 )
                 .map_err(db("claiming the outbox"))?;
             let rows: Vec<(OutboxId, String, String, Option<String>, Option<i64>)> = stmt
@@ -577,14 +583,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn fail_outbox(&self, id: OutboxId, error: &str) -> Result<()> {
+    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()> {
         let error = error.to_owned();
         self.writer
             .write(move |conn| {
                 conn.prepare_cached(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ?2,
+                     refused = MAX(refused, ?3) WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![id, error]))
+                .and_then(|mut s| s.execute(params![id, error, refused]))
                 .map_err(db("recording a failed delivery"))?;
                 Ok(())
             })
@@ -596,24 +603,33 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT o.id, c.key, o.event, o.attempts, o.last_error FROM outbox o
+                    "SELECT o.id, c.key, o.event, o.attempts, o.last_error, o.refused FROM outbox o
                      JOIN conversations c ON c.id = o.conversation ORDER BY o.id LIMIT ?1",
                 )
                 .map_err(db("listing the outbox"))?;
-            let rows: Vec<(OutboxId, String, String, u32, Option<String>)> = stmt
+            type Row = (OutboxId, String, String, u32, Option<String>, bool);
+            let rows: Vec<Row> = stmt
                 .query_map([max], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .and_then(|rows| rows.collect())
                 .map_err(db("listing the outbox"))?;
             rows.into_iter()
-                .map(|(id, key, event, attempts, last_error)| {
+                .map(|(id, key, event, attempts, last_error, refused)| {
                     Ok(OutboxRow {
                         id,
                         conversation_id: ConversationId::parse(&key)?,
                         event,
                         attempts,
                         last_error,
+                        refused,
                     })
                 })
                 .collect()

@@ -1,0 +1,3 @@
+-- Rows a transport refused for good (a 4xx other than 429): kept with their
+-- reason for operators, never claimed again.
+ALTER TABLE outbox ADD COLUMN refused BOOLEAN NOT NULL DEFAULT false;

@@ -1,0 +1,374 @@
+//! Delivery through the Pusher HTTP transport and the outbox, against a
+//! scripted Pusher-compatible endpoint and a real `tidings serve`: faults
+//! (down, slow, 500, 413, 401), batching, order, and nothing lost.
+#![allow(clippy::unwrap_used)] // test helpers fail loudly by design
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use tidings::{Engine, EngineConfig, Message, SendRequest, TransportConfig};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+const KEY: &str = "fake-key";
+const SECRET: &str = "fake-secret-123";
+
+/// What the fake endpoint answers next; `Ok` when the script runs out.
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    Status(u16),
+    /// Answer 200 after this long (to trip the client's timeout).
+    Slow(Duration),
+}
+
+#[derive(Default)]
+struct Fake {
+    script: Mutex<VecDeque<Reply>>,
+    /// Every accepted event: (channel, name, data).
+    accepted: Mutex<Vec<(String, String, String)>>,
+    /// Events per accepted batch call.
+    batch_sizes: Mutex<Vec<usize>>,
+    bad_signatures: Mutex<u32>,
+    /// Batches holding this text are refused with 413.
+    refuse_containing: Mutex<Option<String>>,
+    changed: Notify,
+}
+
+impl Fake {
+    fn push(&self, replies: &[Reply]) {
+        self.script.lock().unwrap().extend(replies.iter().copied());
+    }
+
+    fn accepted_messages(&self) -> Vec<Message> {
+        self.accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, name, _)| name == "new-message")
+            .map(|(_, _, data)| serde_json::from_str(data).expect("message json"))
+            .collect()
+    }
+
+    /// Waits until `pred` holds on the accepted messages.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&[Message]) -> bool) -> Vec<Message> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let changed = self.changed.notified();
+            let got = self.accepted_messages();
+            if pred(&got) {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                panic!(
+                    "timed out waiting for {what}; accepted so far: {}",
+                    got.len()
+                );
+            }
+        }
+    }
+}
+
+async fn batch_events(
+    State(fake): State<Arc<Fake>>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let params: Vec<(String, String)> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    if let Err(why) = tidings::signature::verify_request(
+        SECRET,
+        "POST",
+        "/apps/9/batch_events",
+        &params,
+        &body,
+        now,
+    ) {
+        *fake.bad_signatures.lock().unwrap() += 1;
+        return (StatusCode::UNAUTHORIZED, why.to_string());
+    }
+    let refuse = fake.refuse_containing.lock().unwrap().clone();
+    if refuse.is_some_and(|r| String::from_utf8_lossy(&body).contains(&r)) {
+        fake.changed.notify_waiters();
+        return (StatusCode::PAYLOAD_TOO_LARGE, "scripted 413".into());
+    }
+    let next = fake.script.lock().unwrap().pop_front();
+    match next {
+        Some(Reply::Status(code)) if code != 200 => {
+            fake.changed.notify_waiters();
+            return (
+                StatusCode::from_u16(code).unwrap(),
+                format!("scripted {code}"),
+            );
+        }
+        Some(Reply::Slow(d)) => tokio::time::sleep(d).await,
+        _ => {}
+    }
+    let parsed: serde_json::Value = serde_json::from_slice(&body).expect("batch json");
+    let batch = parsed["batch"].as_array().expect("batch array");
+    fake.batch_sizes.lock().unwrap().push(batch.len());
+    let mut accepted = fake.accepted.lock().unwrap();
+    for e in batch {
+        accepted.push((
+            e["channel"].as_str().unwrap().to_owned(),
+            e["name"].as_str().unwrap().to_owned(),
+            e["data"].as_str().unwrap().to_owned(),
+        ));
+    }
+    drop(accepted);
+    fake.changed.notify_waiters();
+    (StatusCode::OK, "{}".into())
+}
+
+async fn start_fake(listener: TcpListener, fake: Arc<Fake>) {
+    let app = Router::new()
+        .route("/apps/9/batch_events", post(batch_events))
+        .with_state(fake);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+}
+
+async fn fake_endpoint() -> (Arc<Fake>, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = Arc::new(Fake::default());
+    start_fake(listener, fake.clone()).await;
+    (fake, addr)
+}
+
+fn pusher_url(addr: SocketAddr) -> String {
+    format!("http://{KEY}:{SECRET}@{addr}/apps/9")
+}
+
+async fn engine_to(store: &str, addr: SocketAddr, timeout_ms: u64) -> Engine {
+    Engine::open(EngineConfig {
+        store: store.to_owned(),
+        transports: vec![TransportConfig::Pusher {
+            url: pusher_url(addr),
+            timeout_ms,
+            attempts: 2,
+        }],
+        ..EngineConfig::default()
+    })
+    .await
+    .expect("engine")
+}
+
+/// Per conversation, the seqs in the order they were first delivered.
+fn first_delivery_order(messages: &[Message]) -> HashMap<String, Vec<i64>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut order: HashMap<String, Vec<i64>> = HashMap::new();
+    for m in messages {
+        if seen.insert(m.id) {
+            order
+                .entry(m.conversation_id.to_string())
+                .or_default()
+                .push(m.seq);
+        }
+    }
+    order
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_are_batched_by_ten_in_order() {
+    let (fake, addr) = fake_endpoint().await;
+    let engine = engine_to("memory:", addr, 2_000).await;
+    let mut tasks = Vec::new();
+    for t in 0..5 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let (a, b) = (format!("{}", t * 2 + 1), format!("{}", t * 2 + 2));
+                engine
+                    .send(SendRequest::to(a, b, format!("m{i}")))
+                    .await
+                    .expect("send");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = fake.wait_for("100 messages", |m| m.len() >= 100).await;
+    for (conv, seqs) in first_delivery_order(&got) {
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>(), "order in {conv}");
+    }
+    let sizes = fake.batch_sizes.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| (1..=10).contains(&n)), "{sizes:?}");
+    assert!(
+        sizes.iter().any(|&n| n > 1),
+        "concurrent events share calls: {sizes:?}"
+    );
+    assert_eq!(*fake.bad_signatures.lock().unwrap(), 0, "signatures verify");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_and_timeouts_are_retried_without_loss_or_reordering() {
+    let (fake, addr) = fake_endpoint().await;
+    fake.push(&[
+        Reply::Status(500),
+        Reply::Status(503),
+        Reply::Slow(Duration::from_millis(1500)),
+        Reply::Status(429),
+    ]);
+    let engine = engine_to("memory:", addr, 300).await;
+    for i in 1..=12 {
+        engine
+            .send(SendRequest::to("1", "18", format!("m{i}")))
+            .await
+            .expect("accepted whatever the endpoint does");
+    }
+    let got = fake
+        .wait_for("12 messages", |m| {
+            first_delivery_order(m)
+                .get("1-18")
+                .is_some_and(|s| s.len() == 12)
+        })
+        .await;
+    assert_eq!(
+        first_delivery_order(&got)["1-18"],
+        (1..=12).collect::<Vec<_>>()
+    );
+    let pending = engine.pending_deliveries(100).await.unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_events_are_kept_with_the_reason_and_do_not_block_later_ones() {
+    let (fake, addr) = fake_endpoint().await;
+    let engine = engine_to("memory:", addr, 2_000).await;
+    // Calls carrying this event are refused (413): it is kept, not retried,
+    // and the events around it, even in the same batch, go out.
+    *fake.refuse_containing.lock().unwrap() = Some("refuse-me".into());
+    let before = engine
+        .send(SendRequest::to("1", "18", "before"))
+        .await
+        .unwrap();
+    engine
+        .send(SendRequest::to("1", "18", "refuse-me"))
+        .await
+        .unwrap();
+    let later = engine
+        .send(SendRequest::to("1", "18", "later"))
+        .await
+        .unwrap();
+    let got = fake
+        .wait_for("the later message", |m| {
+            m.iter().any(|x| x.id == later.message.id)
+        })
+        .await;
+    assert!(got.iter().any(|m| m.id == before.message.id));
+    assert!(got.iter().all(|m| m.body != "refuse-me"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let rows = engine.pending_deliveries(100).await.unwrap();
+        if let Some(r) = rows.into_iter().find(|r| r.refused) {
+            break r;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no refused row");
+        tokio::task::yield_now().await;
+    };
+    let reason = refused.last_error.unwrap_or_default();
+    assert!(reason.contains("413"), "{reason}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_is_down_gets_everything_once_it_is_back() {
+    // Reserve a port, close it: nothing listens there yet.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/t.db", dir.path().display());
+    let engine = engine_to(&store, addr, 500).await;
+    for i in 1..=5 {
+        engine
+            .send(SendRequest::to("1", "18", format!("m{i}")))
+            .await
+            .expect("stored while the endpoint is down");
+    }
+    // The worker has tried and failed at least once.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !engine
+        .pending_deliveries(10)
+        .await
+        .unwrap()
+        .first()
+        .is_some_and(|r| r.attempts > 0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed attempt seen"
+        );
+        tokio::task::yield_now().await;
+    }
+    engine.shutdown().await;
+    drop(engine);
+    // Back up: the next engine on this store delivers the pending rows first.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let fake = Arc::new(Fake::default());
+    start_fake(listener, fake.clone()).await;
+    let engine = engine_to(&store, addr, 2_000).await;
+    engine
+        .send(SendRequest::to("18", "1", "newer"))
+        .await
+        .unwrap();
+    let got = fake.wait_for("6 messages", |m| m.len() >= 6).await;
+    let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["m1", "m2", "m3", "m4", "m5", "newer"]);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_go_out_truncated_and_are_fetched_by_id() {
+    let (fake, addr) = fake_endpoint().await;
+    let engine = engine_to("memory:", addr, 2_000).await;
+    // 6,000 quotes: 6 KB stored, 12 KB once JSON-escaped.
+    let body = "\"".repeat(6_000);
+    let sent = engine
+        .send(SendRequest::to("1", "18", body.clone()))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let data = loop {
+        let found = fake
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, n, _)| n == "new-message")
+            .map(|(_, _, d)| d.clone());
+        if let Some(d) = found {
+            break d;
+        }
+        let changed = fake.changed.notified();
+        assert!(
+            tokio::time::timeout_at(deadline, changed).await.is_ok(),
+            "not delivered"
+        );
+    };
+    let v: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(v["truncated"], true);
+    assert_eq!(v["id"], sent.message.id);
+    assert!(v.get("body").is_none());
+    assert_eq!(engine.message(sent.message.id).await.unwrap().body, body);
+    engine.shutdown().await;
+}
