@@ -94,8 +94,16 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, settings: Arc<BrokerSetti
             _ = closer.wait() => break closer.requested(),
             frame = queue.recv() => {
                 let Some(frame) = frame else { break None };
-                if write_batch(&mut socket, frame, &mut queue).await.is_err() {
-                    break None;
+                // A peer that stops reading blocks this write; a close
+                // request (4100 from a full queue) must still get through.
+                tokio::select! {
+                    biased;
+                    _ = closer.wait() => break closer.requested(),
+                    written = write_batch(&mut socket, frame, &mut queue) => {
+                        if written.is_err() {
+                            break None;
+                        }
+                    }
                 }
             }
             incoming = socket.recv() => {
@@ -130,21 +138,28 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, settings: Arc<BrokerSetti
             }
         }
     };
-    if let Some((code, reason)) = close {
-        // Deliver what is queued (e.g. the error that explains the close).
-        while let Ok(frame) = queue.try_recv() {
-            if socket.feed(Message::Text(frame)).await.is_err() {
-                break;
-            }
-        }
-        let _ = socket
-            .send(Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })))
-            .await;
-    }
+    // Leave channels and presence now: the goodbye below may wait on a
+    // peer that does not read.
     session.cleanup();
+    if let Some((code, reason)) = close {
+        let goodbye = async {
+            // Deliver what is queued (e.g. the error that explains the
+            // close), unless the queue overflowing is the reason.
+            if code != code::OVER_CAPACITY {
+                while let Ok(frame) = queue.try_recv() {
+                    socket.feed(Message::Text(frame)).await?;
+                }
+            }
+            socket
+                .send(Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                })))
+                .await
+        };
+        // A stalled peer gets until its pong would be due to take the close.
+        let _ = tokio::time::timeout(settings.pong_timeout, goodbye).await;
+    }
 }
 
 /// Writes one frame and whatever else is queued, then flushes once.

@@ -2,16 +2,6 @@
 // A subscriber that stops reading: the others keep getting everything at
 // full speed, and the server disconnects the stalled one (4100) instead of
 // keeping it (and its presence membership) forever.
-//
-// KNOWN BUG (marked `todo`, so it is reported without failing the run):
-// core/src/broker/connection.rs `run()` awaits `write_batch()` (feed/flush)
-// inside the `queue.recv()` arm of its select loop, so while the peer's TCP
-// window is zero the `closer.wait()` arm is never polled; the 4100 that
-// `ConnHandle::send` requests when the queue is full is acted on only once
-// the client reads again, and the close path's `socket.feed`/`send(Close)`
-// have no timeout either. Until then `session.cleanup()` does not run: the
-// hub still counts the subscriber, presence keeps the member, no
-// channel_vacated/member_removed. Remove `todo` when fixed.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { startServer } = require('../lib/server');
@@ -38,7 +28,6 @@ async function presenceUsers(name) {
 
 test(
   'a presence subscriber that stops reading is dropped (4100) while the others get every event',
-  { todo: 'broker keeps a stalled reader until it reads again (see the comment at the top)' },
   async () => {
     const name = unique('presence-firehose-');
     const stalled = rawSocket(server);
