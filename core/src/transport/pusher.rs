@@ -297,6 +297,9 @@ impl Transport for PusherTransport {
                             Err(Error::TransportRefused { transport, message }) => {
                                 Err(Error::transport_refused(transport, message))
                             }
+                            Err(Error::Transport {
+                                transport, message, ..
+                            }) => Err(Error::transport(transport, message)),
                             Err(err) => Err(Error::transport(&self.name, err.to_string())),
                         };
                         held.record(&events[*i].channel, &result);
