@@ -120,6 +120,7 @@ pub struct EngineBuilder {
     broker: Option<Arc<dyn Transport>>,
     runtime: Option<tokio::runtime::Handle>,
     plugins: Vec<crate::plugin::StaticPlugin>,
+    outbox_lease: Option<std::time::Duration>,
 }
 
 impl EngineBuilder {
@@ -144,6 +145,14 @@ impl EngineBuilder {
     /// broker of `tidings serve`.
     pub fn broker(mut self, transport: Arc<dyn Transport>) -> Self {
         self.broker = Some(transport);
+        self
+    }
+
+    /// How long the outbox worker holds the rows it claimed (default 30 s):
+    /// when several engines share one store, the rows of one that stopped
+    /// without a goodbye are taken over this long after its last claim.
+    pub fn outbox_lease(mut self, lease: std::time::Duration) -> Self {
+        self.outbox_lease = Some(lease);
         self
     }
 
@@ -209,7 +218,12 @@ impl EngineBuilder {
         transports.extend(self.transports);
         plugins.attach(&mut transports);
         let transports: Arc<[Arc<dyn Transport>]> = transports.into();
-        let outbox = OutboxWorker::start(&runtime, store.clone(), transports.clone());
+        let outbox = OutboxWorker::start(
+            &runtime,
+            store.clone(),
+            transports.clone(),
+            self.outbox_lease.unwrap_or(crate::outbox::DEFAULT_LEASE),
+        );
         Ok(Engine {
             inner: Arc::new(Inner {
                 store,

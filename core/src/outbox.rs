@@ -3,6 +3,13 @@
 //! transport, and acknowledges the ones all transports accepted. A row that
 //! fails stays pending and holds back the later rows of its conversation
 //! (never delivered out of order), while other conversations go on.
+//!
+//! Rows are leased ([`Store::lease_outbox`]) to this worker's owner id, so
+//! engines sharing one store (the nodes of a cluster on one PostgreSQL)
+//! deliver each conversation from one node at a time; the worker looks for
+//! rows every [`poll_interval`] besides being woken by its own writes, which
+//! is how a node takes over the rows of one that died once their lease ran
+//! out. On stop it releases its leases.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +29,29 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How long shutdown waits for pending rows to go out.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a claimed row stays this worker's unless it says otherwise.
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How often a worker looks for rows it was not woken for (rows of other
+/// engines whose lease ran out): a quarter of the lease, 250 ms to 5 s.
+pub(crate) fn poll_interval(lease: Duration) -> Duration {
+    (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+}
+
+/// An owner id no other engine uses: process, time and a counter.
+fn new_owner() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}-{:x}-{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 pub(crate) struct OutboxWorker {
     wake: Arc<Notify>,
@@ -34,10 +64,15 @@ impl OutboxWorker {
         runtime: &tokio::runtime::Handle,
         store: Arc<dyn Store>,
         transports: Arc<[Arc<dyn Transport>]>,
+        lease: Duration,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
-        let task = runtime.spawn(run(store, transports, wake.clone(), stopped));
+        let lease = Lease {
+            owner: new_owner(),
+            length: lease.max(Duration::from_millis(100)),
+        };
+        let task = runtime.spawn(run(store, transports, lease, wake.clone(), stopped));
         OutboxWorker {
             wake,
             stop,
@@ -68,12 +103,33 @@ impl OutboxWorker {
     }
 }
 
+/// Who this worker claims rows as, and for how long.
+struct Lease {
+    owner: String,
+    length: Duration,
+}
+
 async fn run(
     store: Arc<dyn Store>,
     transports: Arc<[Arc<dyn Transport>]>,
+    lease: Lease,
     wake: Arc<Notify>,
+    stopped: watch::Receiver<bool>,
+) {
+    deliver_until_stopped(&*store, &transports, &lease, &wake, stopped).await;
+    if let Err(err) = store.release_outbox(&lease.owner).await {
+        tracing::warn!(%err, "releasing the outbox leases failed; they run out by themselves");
+    }
+}
+
+async fn deliver_until_stopped(
+    store: &dyn Store,
+    transports: &[Arc<dyn Transport>],
+    lease: &Lease,
+    wake: &Notify,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let poll = poll_interval(lease.length);
     let mut retry = FIRST_RETRY;
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
@@ -87,14 +143,17 @@ async fn run(
         }
         // Always from the start: delivered rows are gone, so this returns
         // only pending ones, including any committed out of id order.
-        let claimed = match store.claim_outbox(0, CLAIM_BATCH).await {
+        let claimed = match store
+            .lease_outbox(&lease.owner, CLAIM_BATCH, lease.length)
+            .await
+        {
             Ok(claimed) => claimed,
             Err(err) => {
                 tracing::warn!(%err, "claiming the outbox failed; retrying");
                 if drain_until.is_some() {
                     return;
                 }
-                wait(&wake, &mut stopped, Some(retry)).await;
+                wait(wake, &mut stopped, retry.min(poll)).await;
                 retry = (retry * 2).min(MAX_RETRY);
                 continue;
             }
@@ -103,17 +162,18 @@ async fn run(
             if drain_until.is_some() {
                 return;
             }
-            wait(&wake, &mut stopped, None).await;
+            wait(wake, &mut stopped, poll).await;
             continue;
         }
-        let all_delivered = deliver_round(&*store, &transports, claimed).await;
+        let all_delivered = deliver_round(store, transports, claimed).await;
         if all_delivered {
             retry = FIRST_RETRY;
         } else {
             if drain_until.is_some() {
                 return;
             }
-            wait(&wake, &mut stopped, Some(retry)).await;
+            // Never past the lease: the rows stay ours while we retry.
+            wait(wake, &mut stopped, retry.min(lease.length / 2)).await;
             retry = (retry * 2).min(MAX_RETRY);
         }
     }
@@ -211,21 +271,10 @@ async fn deliver_round(
     all_out
 }
 
-async fn wait(wake: &Notify, stopped: &mut watch::Receiver<bool>, timeout: Option<Duration>) {
-    let stop = stopped.changed();
-    match timeout {
-        Some(t) => {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = stop => {}
-                _ = tokio::time::sleep(t) => {}
-            }
-        }
-        None => {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = stop => {}
-            }
-        }
+async fn wait(wake: &Notify, stopped: &mut watch::Receiver<bool>, timeout: Duration) {
+    tokio::select! {
+        _ = wake.notified() => {}
+        _ = stopped.changed() => {}
+        _ = tokio::time::sleep(timeout) => {}
     }
 }

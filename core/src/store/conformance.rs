@@ -31,6 +31,7 @@ macro_rules! store_conformance {
             search_finds_words_only_in_the_users_conversations,
             edits_deletes_and_reactions_follow_the_rules,
             outbox_rows_are_claimed_in_order_and_acked,
+            outbox_leases_give_each_conversation_one_owner,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
@@ -588,4 +589,84 @@ pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
         1,
         "the refused row stays visible"
     );
+}
+
+fn ids(items: &[super::OutboxItem]) -> Vec<i64> {
+    items.iter().map(|o| o.id).collect()
+}
+
+pub async fn outbox_leases_give_each_conversation_one_owner(store: Arc<dyn Store>) {
+    use std::time::Duration;
+    const LONG: Duration = Duration::from_secs(600);
+    let a1 = send(&*store, "1", "18", "a1").await;
+    let b1 = send(&*store, "2", "18", "b1").await;
+    let a2 = send(&*store, "1", "18", "a2").await;
+    // Node a takes the first two rows: a1 and b1, in id order.
+    let mine = store.lease_outbox("node-a", 2, LONG).await.expect("lease");
+    assert_eq!(mine.len(), 2);
+    assert!(mine.windows(2).all(|w| w[0].id < w[1].id));
+    let payload: Message = serde_json::from_slice(&mine[0].payload).expect("payload");
+    assert_eq!(payload, a1);
+    // Node b gets nothing: both conversations have rows node a holds, and
+    // a2 must not go out from b while a1 is with a.
+    let theirs = store.lease_outbox("node-b", 10, LONG).await.expect("lease");
+    assert!(theirs.is_empty(), "{:?}", ids(&theirs));
+    // Claiming again renews a's own rows and adds the rest of its conversations.
+    let again = store.lease_outbox("node-a", 10, LONG).await.expect("lease");
+    assert_eq!(again.len(), 3);
+    assert_eq!(again[2].conversation_id, a2.conversation_id);
+    // An acked conversation is free for anyone.
+    let b_row: Vec<i64> = again
+        .iter()
+        .filter(|o| o.conversation_id == b1.conversation_id)
+        .map(|o| o.id)
+        .collect();
+    store.ack_outbox(&b_row).await.expect("ack");
+    let b2 = send(&*store, "2", "18", "b2").await;
+    let theirs = store.lease_outbox("node-b", 10, LONG).await.expect("lease");
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].conversation_id, b2.conversation_id);
+    // A refused row is nobody's.
+    store
+        .fail_outbox(theirs[0].id, "pusher: 413 Request Entity Too Large", true)
+        .await
+        .expect("refuse");
+    assert!(store
+        .lease_outbox("node-c", 10, LONG)
+        .await
+        .expect("lease")
+        .is_empty());
+    // A graceful stop releases at once.
+    store.release_outbox("node-a").await.expect("release");
+    let taken = store.lease_outbox("node-b", 10, LONG).await.expect("lease");
+    assert_eq!(taken.len(), 2, "{:?}", ids(&taken));
+    assert!(taken
+        .iter()
+        .all(|o| o.conversation_id == a1.conversation_id));
+    // A lease that runs out (its node died) is taken over.
+    store.release_outbox("node-b").await.expect("release");
+    let short = store
+        .lease_outbox("node-dead", 10, Duration::from_millis(50))
+        .await
+        .expect("lease");
+    assert_eq!(short.len(), 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let taken = store.lease_outbox("node-c", 10, LONG).await.expect("lease");
+        if !taken.is_empty() {
+            assert_eq!(ids(&taken), ids(&short));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired lease was never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.ack_outbox(&ids(&short)).await.expect("ack");
+    assert!(store
+        .lease_outbox("node-c", 10, LONG)
+        .await
+        .expect("lease")
+        .is_empty());
 }

@@ -32,6 +32,8 @@ struct PendingEvent {
     attempts: u32,
     last_error: Option<String>,
     refused: bool,
+    /// Who holds the row, and until when (ms since the epoch).
+    lease: Option<(String, i64)>,
 }
 
 #[derive(Default)]
@@ -141,6 +143,7 @@ impl Store for MemoryStore {
             attempts: 0,
             last_error: None,
             refused: false,
+            lease: None,
         });
         Ok(Appended {
             message,
@@ -233,6 +236,7 @@ impl Store for MemoryStore {
                 attempts: 0,
                 last_error: None,
                 refused: false,
+                lease: None,
             });
         }
         Ok(ReadUpdate { state, advanced })
@@ -318,6 +322,7 @@ impl Store for MemoryStore {
             attempts: 0,
             last_error: None,
             refused: false,
+            lease: None,
         });
         Ok(message)
     }
@@ -343,6 +348,69 @@ impl Store for MemoryStore {
                 },
             })
             .collect())
+    }
+
+    async fn lease_outbox(
+        &self,
+        owner: &str,
+        max: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxItem>> {
+        check_max(max)?;
+        let now = super::now_ms();
+        let until = now.saturating_add(super::lease_ms(lease));
+        let mut st = self.lock();
+        let foreign = |p: &PendingEvent| {
+            !p.refused && matches!(&p.lease, Some((o, t)) if o != owner && *t > now)
+        };
+        let busy: std::collections::HashSet<ConversationId> = st
+            .outbox
+            .values()
+            .filter(|p| foreign(p))
+            .map(|p| p.conversation_id.clone())
+            .collect();
+        let ids: Vec<OutboxId> = st
+            .outbox
+            .iter()
+            .filter(|(_, p)| !p.refused && !busy.contains(&p.conversation_id))
+            .take(max as usize)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(p) = st.outbox.get_mut(&id) else {
+                continue;
+            };
+            p.lease = Some((owner.to_owned(), until));
+            let (conversation_id, event_name, payload, message) = (
+                p.conversation_id.clone(),
+                p.event,
+                p.payload.clone(),
+                p.message,
+            );
+            items.push(OutboxItem {
+                id,
+                conversation_id,
+                event: event_name.to_owned(),
+                payload: match payload {
+                    Some(payload) => payload,
+                    None => st
+                        .message(message)
+                        .map(event::message_payload)
+                        .unwrap_or_default(),
+                },
+            });
+        }
+        Ok(items)
+    }
+
+    async fn release_outbox(&self, owner: &str) -> Result<()> {
+        for p in self.lock().outbox.values_mut() {
+            if p.lease.as_ref().is_some_and(|(o, _)| o == owner) {
+                p.lease = None;
+            }
+        }
+        Ok(())
     }
 
     async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()> {

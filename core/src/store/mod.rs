@@ -147,6 +147,25 @@ pub trait Store: Send + Sync + 'static {
     /// Pending (not refused) outbox rows with an id above `after`, in id order.
     async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>>;
 
+    /// Claims up to `max` pending (not refused) rows for `owner` until
+    /// `lease` from now, in id order, so that several engines sharing one
+    /// store (nodes of a cluster) deliver each row from one node at a time.
+    /// A conversation whose rows another owner holds an unexpired lease on
+    /// is skipped whole, so one conversation's events go out from one owner,
+    /// in order. The owner's own rows are returned again (renewing their
+    /// lease) until acked, refused or released; rows of an owner that
+    /// stopped (a node that died) are taken over once their lease ran out.
+    async fn lease_outbox(
+        &self,
+        owner: &str,
+        max: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxItem>>;
+
+    /// Gives up `owner`'s leases (a graceful stop), so another owner may
+    /// claim those rows at once.
+    async fn release_outbox(&self, owner: &str) -> Result<()>;
+
     /// Marks rows delivered (removes them).
     async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()>;
 
@@ -310,6 +329,11 @@ pub(crate) fn change_payload(message: &Message, user: &UserId, event_name: &str)
     } else {
         event::message_payload(message)
     }
+}
+
+/// A lease's length in milliseconds (at least 1), for the backends.
+pub(crate) fn lease_ms(lease: std::time::Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1)
 }
 
 /// Milliseconds since the Unix epoch.

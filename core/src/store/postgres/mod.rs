@@ -43,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/postgres/0002_outbox_refused.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_outbox_lease.sql"),
+    ),
 ];
 /// Pooled connections for reads and non-append writes (the writer has its own).
 const POOL_SIZE: usize = 16;
@@ -52,6 +56,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_WAIT: Duration = Duration::from_secs(30);
 /// Advisory lock key migrations (and schema creation) run under: "tidings\x01".
 const MIGRATION_LOCK: i64 = 0x7469_6469_6e67_7301;
+/// Advisory lock key outbox claims run under: "tidings\x02". Claims are
+/// serialized so that one conversation's rows never go to two nodes.
+const OUTBOX_LOCK: i64 = 0x7469_6469_6e67_7302;
 /// Longest PostgreSQL identifier.
 const MAX_SCHEMA_LEN: usize = 63;
 
@@ -631,46 +638,78 @@ impl Store for PostgresStore {
                 row.try_get::<_, Option<MessageId>>(4).map_err(&get)?,
             ));
         }
-        // new-message rows carry no payload: build it from their messages.
-        let wanted: Vec<MessageId> = claimed
-            .iter()
-            .filter(|r| r.3.is_none())
-            .filter_map(|r| r.4)
-            .collect();
-        let mut messages = Vec::new();
-        if !wanted.is_empty() {
-            messages = messages_where(&client, "m.id = ANY($1::bigint[])", &[&wanted]).await?;
-            load_reactions(&client, &mut messages).await?;
+        outbox_items(&client, claimed).await
+    }
+
+    async fn lease_outbox(
+        &self,
+        owner: &str,
+        max: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxItem>> {
+        check_max(max)?;
+        check_storable("outbox owner", owner)?;
+        let context = "leasing the outbox";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db(context))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])
+            .await
+            .map_err(db("waiting for the outbox claim lock"))?;
+        let now = now_ms();
+        let until = now.saturating_add(super::lease_ms(lease));
+        // A new statement after the lock: its snapshot sees every lease
+        // committed by earlier claims. SKIP LOCKED passes over rows being
+        // acknowledged or failed right now.
+        let stmt = tx
+            .prepare_cached(
+                "WITH busy AS (
+                     SELECT DISTINCT conversation FROM outbox
+                     WHERE NOT refused AND lease_until > $3 AND lease_owner <> $1
+                 ), picked AS (
+                     SELECT o.id FROM outbox o
+                     WHERE NOT o.refused AND o.conversation NOT IN (SELECT conversation FROM busy)
+                     ORDER BY o.id LIMIT $4
+                     FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE outbox o SET lease_owner = $1, lease_until = $2
+                 FROM picked, conversations c
+                 WHERE o.id = picked.id AND c.id = o.conversation
+                 RETURNING o.id, c.key, o.event, o.payload, o.message",
+            )
+            .await
+            .map_err(db(context))?;
+        let rows = tx
+            .query(&stmt, &[&owner, &until, &now, &i64::from(max)])
+            .await
+            .map_err(db(context))?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let get = db(context);
+            claimed.push((
+                row.try_get::<_, OutboxId>(0).map_err(&get)?,
+                row.try_get::<_, &str>(1).map_err(&get)?,
+                row.try_get::<_, String>(2).map_err(&get)?,
+                row.try_get::<_, Option<String>>(3).map_err(&get)?,
+                row.try_get::<_, Option<MessageId>>(4).map_err(&get)?,
+            ));
         }
-        let by_id: std::collections::HashMap<MessageId, &Message> =
-            messages.iter().map(|m| (m.id, m)).collect();
-        let mut conversation: Option<ConversationId> = None;
-        claimed
-            .into_iter()
-            .map(|(id, key, event, payload, message)| {
-                let conversation_id = match &conversation {
-                    Some(c) if c.as_str() == key => c.clone(),
-                    _ => {
-                        let parsed = ConversationId::parse(key)?;
-                        conversation = Some(parsed.clone());
-                        parsed
-                    }
-                };
-                let payload = match payload {
-                    Some(p) => Bytes::from(p),
-                    None => message
-                        .and_then(|m| by_id.get(&m))
-                        .map(|m| event::message_payload(m))
-                        .unwrap_or_default(),
-                };
-                Ok(OutboxItem {
-                    id,
-                    conversation_id,
-                    event,
-                    payload,
-                })
-            })
-            .collect()
+        claimed.sort_unstable_by_key(|r| r.0);
+        let items = outbox_items(&tx, claimed).await?;
+        tx.commit().await.map_err(db(context))?;
+        Ok(items)
+    }
+
+    async fn release_outbox(&self, owner: &str) -> Result<()> {
+        check_storable("outbox owner", owner)?;
+        let client = self.client().await?;
+        execute(
+            &client,
+            "releasing outbox leases",
+            "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = $1",
+            &[&owner],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()> {
@@ -738,4 +777,51 @@ impl Store for PostgresStore {
             })
             .collect()
     }
+}
+
+/// Outbox rows as items: `new-message` rows carry no payload, so it is built
+/// from their messages.
+async fn outbox_items<C: GenericClient>(
+    client: &C,
+    claimed: Vec<(OutboxId, &str, String, Option<String>, Option<MessageId>)>,
+) -> Result<Vec<OutboxItem>> {
+    let wanted: Vec<MessageId> = claimed
+        .iter()
+        .filter(|r| r.3.is_none())
+        .filter_map(|r| r.4)
+        .collect();
+    let mut messages = Vec::new();
+    if !wanted.is_empty() {
+        messages = messages_where(client, "m.id = ANY($1::bigint[])", &[&wanted]).await?;
+        load_reactions(client, &mut messages).await?;
+    }
+    let by_id: std::collections::HashMap<MessageId, &Message> =
+        messages.iter().map(|m| (m.id, m)).collect();
+    let mut conversation: Option<ConversationId> = None;
+    claimed
+        .into_iter()
+        .map(|(id, key, event, payload, message)| {
+            let conversation_id = match &conversation {
+                Some(c) if c.as_str() == key => c.clone(),
+                _ => {
+                    let parsed = ConversationId::parse(key)?;
+                    conversation = Some(parsed.clone());
+                    parsed
+                }
+            };
+            let payload = match payload {
+                Some(p) => Bytes::from(p),
+                None => message
+                    .and_then(|m| by_id.get(&m))
+                    .map(|m| event::message_payload(m))
+                    .unwrap_or_default(),
+            };
+            Ok(OutboxItem {
+                id,
+                conversation_id,
+                event,
+                payload,
+            })
+        })
+        .collect()
 }

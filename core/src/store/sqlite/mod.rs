@@ -35,6 +35,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../migrations/sqlite/0002_outbox_refused.sql"),
     ),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_outbox_lease.sql"),
+    ),
 ];
 /// Idle reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -563,6 +567,95 @@ impl Store for SqliteStore {
             Ok(items)
         })
         .await
+    }
+
+    async fn lease_outbox(
+        &self,
+        owner: &str,
+        max: u32,
+        lease: std::time::Duration,
+    ) -> Result<Vec<OutboxItem>> {
+        check_max(max)?;
+        let owner = owner.to_owned();
+        let now = super::now_ms();
+        let until = now.saturating_add(super::lease_ms(lease));
+        // On the writer: one transaction, so two claims never interleave.
+        self.writer
+            .write(move |conn| {
+                let context = db("leasing the outbox");
+                let mut stmt = conn
+                    .prepare_cached(
+                        "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
+                         WHERE id IN (
+                             SELECT o.id FROM outbox o
+                             WHERE o.refused = 0 AND o.conversation NOT IN (
+                                 SELECT b.conversation FROM outbox b
+                                 WHERE b.refused = 0 AND b.lease_until > ?3
+                                   AND b.lease_owner IS NOT NULL AND b.lease_owner <> ?1)
+                             ORDER BY o.id LIMIT ?4)
+                         RETURNING id",
+                    )
+                    .map_err(&context)?;
+                let mut ids: Vec<OutboxId> = stmt
+                    .query_map(params![owner, until, now, max], |r| r.get(0))
+                    .and_then(|rows| rows.collect())
+                    .map_err(&context)?;
+                ids.sort_unstable();
+                let mut items = Vec::with_capacity(ids.len());
+                let mut row = conn
+                    .prepare_cached(
+                        "SELECT o.id, c.key, o.event, o.payload, o.message FROM outbox o
+                         JOIN conversations c ON c.id = o.conversation WHERE o.id = ?1",
+                    )
+                    .map_err(&context)?;
+                for id in ids {
+                    let (id, key, event, payload, message): (
+                        OutboxId,
+                        String,
+                        String,
+                        Option<String>,
+                        Option<i64>,
+                    ) = row
+                        .query_row([id], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        })
+                        .map_err(&context)?;
+                    let payload = match (payload, message) {
+                        (Some(p), _) => Bytes::from(p),
+                        (None, Some(message)) => {
+                            let mut found = messages_where(conn, "m.id = ?1", [message])?;
+                            load_reactions(conn, &mut found)?;
+                            found
+                                .first()
+                                .map(event::message_payload)
+                                .unwrap_or_default()
+                        }
+                        (None, None) => Bytes::new(),
+                    };
+                    items.push(OutboxItem {
+                        id,
+                        conversation_id: ConversationId::parse(&key)?,
+                        event,
+                        payload,
+                    });
+                }
+                Ok(items)
+            })
+            .await
+    }
+
+    async fn release_outbox(&self, owner: &str) -> Result<()> {
+        let owner = owner.to_owned();
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE outbox SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = ?1",
+                )
+                .and_then(|mut s| s.execute([owner]))
+                .map_err(db("releasing outbox leases"))?;
+                Ok(())
+            })
+            .await
     }
 
     async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()> {
