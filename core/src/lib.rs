@@ -24,6 +24,8 @@
 pub mod api;
 #[cfg(feature = "broker")]
 pub mod broker;
+#[cfg(feature = "broker")]
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;

@@ -93,3 +93,34 @@ start_postgres() {
   export TIDINGS_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/postgres"
   echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
 }
+
+# Starts Redis on a free loopback port (no persistence, in the services'
+# temp dir); exports TIDINGS_TEST_REDIS_URL.
+start_redis() {
+  local port dir
+  if ! command -v redis-server >/dev/null 2>&1; then
+    apt_install redis-server || return 1
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "error: redis-server was not found after installing" >&2
+    return 1
+  fi
+  services_dir
+  port=$(free_port)
+  dir="$SERVICES_DIR/redis"
+  mkdir -p "$dir"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --save '' --appendonly no \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/log" >/dev/null
+  local i
+  for i in $(seq 1 100); do
+    redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  if ! redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1; then
+    echo "error: Redis did not start:" >&2; cat "$dir/log" >&2
+    return 1
+  fi
+  SERVICES_STOP+=("redis-cli -h 127.0.0.1 -p $port shutdown nosave")
+  export TIDINGS_TEST_REDIS_URL="redis://127.0.0.1:$port"
+  echo "Redis $(redis-server --version | awk '{print $3}' | cut -d= -f2) on 127.0.0.1:$port" >&2
+}

@@ -59,18 +59,29 @@ pub struct Server {
     listener: TcpListener,
     router: Router,
     state: ServerState,
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Server {
     /// Opens the store, starts the engine and binds the port.
     pub async fn bind(config: ServeConfig) -> Result<Server> {
         let broker = Broker::new(config.apps.clone(), config.broker.clone())?;
-        crate::broker::webhook::start_all(&broker, &tokio::runtime::Handle::current());
+        let handle = tokio::runtime::Handle::current();
+        // Before the webhooks: in a cluster their leave delay is kept in Redis.
+        let cluster = match &config.broker.cluster {
+            Some(settings) => Some(crate::cluster::start(&broker, settings.clone(), &handle)?),
+            None => None,
+        };
+        crate::broker::webhook::start_all(&broker, &handle);
         let mut transports = config.transports.clone();
         if !transports.contains(&TransportConfig::Broker) {
             transports.insert(0, TransportConfig::Broker);
         }
-        let engine = Engine::builder()
+        let mut builder = Engine::builder();
+        if let Some(settings) = &config.broker.cluster {
+            builder = builder.outbox_lease(settings.outbox_lease);
+        }
+        let engine = builder
             .config(EngineConfig {
                 store: config.store.clone(),
                 transports,
@@ -95,6 +106,7 @@ impl Server {
             listener,
             router,
             state,
+            cluster,
         })
     }
 
@@ -108,9 +120,15 @@ impl Server {
         &self.state
     }
 
+    /// The cluster this node joined (`--cluster`), if any.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.as_ref()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, closes every
     /// WebSocket with 4200 (clients reconnect), lets in-flight requests
-    /// finish and delivers what the outbox holds.
+    /// finish and delivers what the outbox holds; in a cluster it then
+    /// takes its share out of Redis, so its members leave at once.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -125,6 +143,9 @@ impl Server {
             .await
             .map_err(|e| Error::Config(format!("server error: {e}")));
         self.state.engine.shutdown().await;
+        if let Some(cluster) = &self.cluster {
+            cluster.shutdown().await;
+        }
         result
     }
 }

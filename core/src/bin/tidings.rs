@@ -138,6 +138,30 @@ struct ServeArgs {
     app_id: Option<String>,
     #[arg(long, env = "TIDINGS_APP_KEY", hide_env_values = true)]
     app_key: Option<String>,
+    /// Join a cluster of nodes sharing fan-out and presence through Redis:
+    /// redis://[:PASSWORD@]HOST[:PORT][/DB] (use a shared --store postgres://…).
+    #[arg(long, env = "TIDINGS_CLUSTER", value_name = "REDIS_URL")]
+    cluster: Option<String>,
+    /// With --cluster: a node silent this long is taken for dead; its
+    /// members leave within this plus --cluster-sweep.
+    #[arg(long, env = "TIDINGS_CLUSTER_NODE_TTL", default_value = "10s", value_parser = duration_arg)]
+    cluster_node_ttl: std::time::Duration,
+    /// With --cluster: how often every node looks for dead nodes.
+    #[arg(long, env = "TIDINGS_CLUSTER_SWEEP", default_value = "5s", value_parser = duration_arg)]
+    cluster_sweep: std::time::Duration,
+    /// With --cluster: how long a node holds the outbox rows it claimed; a
+    /// dead node's pending deliveries go to another node after this.
+    #[arg(long, env = "TIDINGS_OUTBOX_LEASE", default_value = "30s", value_parser = duration_arg)]
+    outbox_lease: std::time::Duration,
+}
+
+/// A duration such as `10s`, `1500ms` or `2m`.
+fn duration_arg(arg: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(arg).map_err(|e| format!("{arg:?}: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{arg:?}: must be more than zero"));
+    }
+    Ok(d)
 }
 
 #[derive(Args)]
@@ -456,6 +480,22 @@ async fn serve(
     default_app.webhooks.extend(args.webhook);
     let mut all_apps = vec![default_app.clone()];
     all_apps.extend(file.apps);
+    let cluster = args
+        .cluster
+        .filter(|url| !url.trim().is_empty())
+        .map(|url| {
+            let mut settings = tidings::cluster::ClusterSettings::new(url.trim());
+            settings.node_ttl = args.cluster_node_ttl;
+            settings.sweep_interval = args.cluster_sweep;
+            settings.outbox_lease = args.outbox_lease;
+            settings
+        });
+    if cluster.is_some() && store.starts_with("sqlite") {
+        eprintln!(
+            "warning: --cluster with an SQLite store: every node keeps its own messages; \
+             give the nodes one --store postgres://…"
+        );
+    }
     let server = Server::bind(ServeConfig {
         listen,
         data_dir: data_dir.clone(),
@@ -463,13 +503,24 @@ async fn serve(
         apps: all_apps,
         demo: args.demo,
         plugins: args.plugin,
-        broker: Default::default(),
+        broker: tidings::broker::BrokerSettings {
+            cluster: cluster.clone(),
+            ..Default::default()
+        },
         transports,
     })
     .await?;
     let addr = server.local_addr()?;
     eprintln!("tidings serving on http://{addr}");
     eprintln!("  store     {}", tidings::store::redact_url(&store));
+    if let (Some(settings), Some(joined)) = (&cluster, server.cluster()) {
+        eprintln!(
+            "  cluster   {} as node {} (a dead node's members leave within {})",
+            tidings::store::redact_url(&settings.url),
+            joined.node_id(),
+            humantime::format_duration(settings.death_bound())
+        );
+    }
     eprintln!(
         "  app       id {}, key {}, secret {}",
         default_app.id,

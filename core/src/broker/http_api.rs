@@ -13,6 +13,10 @@
 //! [`AppConfig::subscription_count`](super::AppConfig), which only controls
 //! the `pusher_internal:subscription_count` events sent to clients. It is
 //! also accepted by `GET /channels`, beside `user_count`.
+//!
+//! In a cluster ([`crate::cluster`]) the counts and users are the whole
+//! cluster's, read from Redis, a trigger answers once its events reached
+//! Redis, and a termination reaches every node.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -268,10 +272,10 @@ impl Info {
         self.user_count || self.subscription_count
     }
 
-    /// The requested attributes of a channel; `user_count` only for
-    /// presence channels, zeros for unoccupied ones.
-    fn attributes(self, app: &App, channel_name: &str) -> Map<String, Value> {
-        let counts = app.hub.channel_info(channel_name);
+    /// The requested attributes of a channel (cluster-wide); `user_count`
+    /// only for presence channels, zeros for unoccupied ones.
+    async fn attributes(self, app: &App, channel_name: &str) -> Map<String, Value> {
+        let counts = app.hub.cluster_channel_info(channel_name).await;
         let mut attributes = Map::new();
         if self.user_count && ChannelKind::of(channel_name) == ChannelKind::Presence {
             let users = counts.and_then(|c| c.user_count).unwrap_or(0);
@@ -470,19 +474,16 @@ async fn trigger(
     let signed = authenticate(&broker, Some(&app_id), &method, &uri, &body)?;
     let event = parse_event(&parse_body(&body)?, None)?;
     publish(&signed.app, &event);
+    // In a cluster: answer once the other nodes can see it (order across nodes).
+    signed.app.hub.cluster_flush().await;
     if !event.info.any() {
         return Ok(Json(json!({})));
     }
-    let channels: Map<String, Value> = event
-        .channels
-        .iter()
-        .map(|c| {
-            (
-                c.clone(),
-                Value::Object(event.info.attributes(&signed.app, c)),
-            )
-        })
-        .collect();
+    let mut channels = Map::new();
+    for c in &event.channels {
+        let attributes = event.info.attributes(&signed.app, c).await;
+        channels.insert(c.clone(), Value::Object(attributes));
+    }
     Ok(Json(json!({ "channels": channels })))
 }
 
@@ -529,21 +530,19 @@ async fn trigger_batch(
     for event in &events {
         publish(&signed.app, event);
     }
+    signed.app.hub.cluster_flush().await;
     if !events.iter().any(|e| e.info.any()) {
         return Ok(Json(json!({})));
     }
-    let answers: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            // A batch event has exactly one channel.
-            let attributes = e
-                .channels
-                .first()
-                .map(|c| e.info.attributes(&signed.app, c))
-                .unwrap_or_default();
-            Value::Object(attributes)
-        })
-        .collect();
+    let mut answers = Vec::with_capacity(events.len());
+    for e in &events {
+        // A batch event has exactly one channel.
+        let attributes = match e.channels.first() {
+            Some(c) => e.info.attributes(&signed.app, c).await,
+            None => Map::new(),
+        };
+        answers.push(Value::Object(attributes));
+    }
     Ok(Json(json!({ "batch": answers })))
 }
 
@@ -566,7 +565,8 @@ async fn list_channels(
     let channels: Map<String, Value> = signed
         .app
         .hub
-        .channels(prefix)
+        .cluster_channels(prefix)
+        .await
         .into_iter()
         .map(|(name, counts)| {
             let mut attributes = Map::new();
@@ -604,10 +604,15 @@ async fn channel_info(
             "info=user_count is only for presence channels; {channel_name:?} is not one"
         )));
     }
-    let occupied = signed.app.hub.channel_info(&channel_name).is_some();
+    let occupied = signed
+        .app
+        .hub
+        .cluster_channel_info(&channel_name)
+        .await
+        .is_some();
     let mut answer = Map::new();
     answer.insert("occupied".into(), occupied.into());
-    answer.extend(info.attributes(&signed.app, &channel_name));
+    answer.extend(info.attributes(&signed.app, &channel_name).await);
     Ok(Json(Value::Object(answer)))
 }
 
@@ -628,7 +633,8 @@ async fn presence_users(
     let users: Vec<Value> = signed
         .app
         .hub
-        .presence_users(&channel_name)
+        .cluster_presence_users(&channel_name)
+        .await
         .into_iter()
         .map(|id| json!({ "id": id }))
         .collect();
@@ -636,7 +642,7 @@ async fn presence_users(
 }
 
 fn terminate_user(signed: &Signed, user_id: &str) -> ApiResult {
-    let closed = signed.app.hub.terminate_user(user_id);
+    let closed = signed.app.hub.cluster_terminate_user(user_id);
     tracing::info!(
         app = %signed.app.config.id,
         user = %user_id,

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, Notify};
@@ -16,6 +16,7 @@ use super::app::AppConfig;
 use super::channel;
 use super::protocol::{self, code, Frame};
 use super::webhook::HookEvent;
+use crate::cluster::link::{ClusterLink, Op};
 
 /// How long a cache channel keeps its last event.
 const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -118,17 +119,52 @@ impl ConnHandle {
     }
 }
 
-/// A presence member: who, what they share, and on how many connections.
+/// A presence member of this node: what they share, and their connections.
 struct Member {
     info: String,
-    connections: u32,
+    sockets: Vec<Arc<str>>,
 }
 
 #[derive(Default)]
 struct Channel {
     subscribers: HashMap<Arc<str>, ConnHandle>,
+    /// This node's presence members.
     members: HashMap<String, Member>,
     cached: Option<(Frame, Instant)>,
+    /// In a cluster: every member of the channel on any node (user →
+    /// `user_info`), as the cluster last told; see [`crate::cluster`].
+    cluster_members: HashMap<String, String>,
+}
+
+impl Channel {
+    /// Nothing worth keeping: no subscriber, cached event or mirror.
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.cached.is_none() && self.cluster_members.is_empty()
+    }
+
+    /// Sends `frame` to every subscriber but the connections of `user`.
+    fn send_except_user(&self, frame: &Frame, user: &str, also: Option<&str>) {
+        let own = self.members.get(user).map(|m| m.sockets.as_slice());
+        for (id, conn) in &self.subscribers {
+            let theirs = own.is_some_and(|s| s.contains(id));
+            if !theirs && also != Some(&**id) {
+                conn.send(frame);
+            }
+        }
+    }
+
+    /// Users present: this node's, or in a cluster the mirror plus `me`.
+    fn member_count(&self, clustered: bool) -> usize {
+        if !clustered {
+            return self.members.len();
+        }
+        self.cluster_members.len()
+            + self
+                .members
+                .keys()
+                .filter(|u| !self.cluster_members.contains_key(*u))
+                .count()
+    }
 }
 
 /// The result of a successful subscribe.
@@ -153,6 +189,15 @@ pub struct ChannelInfo {
     pub user_count: Option<usize>,
 }
 
+/// This node's share of the cluster state, for a resync: subscriptions per
+/// channel, and presence members with their connection counts.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LocalShare {
+    pub subscriptions: Vec<(String, usize)>,
+    /// (channel, user, user_info, connections)
+    pub members: Vec<(String, String, String, usize)>,
+}
+
 pub struct Hub {
     app_key: String,
     max_presence_members: usize,
@@ -165,6 +210,8 @@ pub struct Hub {
     connections: Mutex<HashMap<Arc<str>, ConnHandle>>,
     connection_count: AtomicUsize,
     hooks: Mutex<Option<mpsc::UnboundedSender<HookEvent>>>,
+    /// Set when the app is part of a cluster; never on a single node.
+    cluster: OnceLock<Arc<ClusterLink>>,
 }
 
 impl Hub {
@@ -179,6 +226,7 @@ impl Hub {
             connections: Mutex::new(HashMap::new()),
             connection_count: AtomicUsize::new(0),
             hooks: Mutex::new(None),
+            cluster: OnceLock::new(),
         }
     }
 
@@ -188,6 +236,24 @@ impl Hub {
 
     pub fn app_key(&self) -> &str {
         &self.app_key
+    }
+
+    /// Whether the app sends `pusher_internal:subscription_count`.
+    pub fn subscription_count_events(&self) -> bool {
+        self.subscription_count_events
+    }
+
+    /// Makes the hub part of a cluster (once, before it serves anyone).
+    pub fn join_cluster(&self, link: Arc<ClusterLink>) {
+        let _ = self.cluster.set(link);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<ClusterLink>> {
+        self.cluster.get()
+    }
+
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.get().is_some()
     }
 
     /// Where webhook events go (set when the app has webhooks).
@@ -232,23 +298,33 @@ impl Hub {
     }
 
     /// Adds a subscriber; for presence, `member` is `(user_id, user_info JSON)`.
+    ///
+    /// On a single node the hub decides everything here. In a cluster
+    /// (while Redis is up) it tells the cluster instead, and the
+    /// occupancy/member transitions, their frames to the others and their
+    /// webhooks come back from Redis ([`crate::cluster`]); while Redis is
+    /// down it serves its own subscribers as a single node would, without
+    /// webhooks.
     pub fn subscribe(
         &self,
         channel_name: &str,
         conn: &ConnHandle,
         member: Option<(&str, &str)>,
     ) -> Result<Subscribed, SubscribeRefused> {
+        let link = self.cluster.get();
         let mut hooks = Vec::new();
         let result = {
             let mut channels = self.write();
-            let occupied_now = !channels.contains_key(channel_name);
+            // Read under the lock: the adapter flips it under the same lock.
+            let up = link.is_some_and(|l| l.is_up());
             let channel = channels.entry(channel_name.to_owned()).or_default();
+            let occupied_now = channel.subscribers.is_empty();
             if let Some((user_id, _)) = member {
-                if !channel.members.contains_key(user_id)
-                    && channel.members.len() >= self.max_presence_members
-                {
+                let known = channel.members.contains_key(user_id)
+                    || channel.cluster_members.contains_key(user_id);
+                if !known && channel.member_count(link.is_some()) >= self.max_presence_members {
                     let refused = SubscribeRefused::PresenceFull(self.max_presence_members);
-                    if channel.subscribers.is_empty() {
+                    if channel.is_idle() {
                         channels.remove(channel_name);
                     }
                     return Err(refused);
@@ -258,16 +334,26 @@ impl Hub {
                 .subscribers
                 .insert(conn.socket_id.clone(), conn.clone())
                 .is_some();
-            if occupied_now {
-                hooks.push(HookEvent::ChannelOccupied {
-                    channel: channel_name.to_owned(),
-                });
+            let counted = self.subscription_count_events && member.is_none();
+            if !already {
+                match link {
+                    None if occupied_now => hooks.push(HookEvent::ChannelOccupied {
+                        channel: channel_name.to_owned(),
+                    }),
+                    None => {}
+                    Some(link) => {
+                        let _ = link.send(Op::Subscribed {
+                            channel: channel_name.to_owned(),
+                            counted,
+                        });
+                    }
+                }
             }
             let data = match member {
                 Some((user_id, info)) if !already => {
                     let new_user = match channel.members.get_mut(user_id) {
                         Some(m) => {
-                            m.connections += 1;
+                            m.sockets.push(conn.socket_id.clone());
                             false
                         }
                         None => {
@@ -275,31 +361,50 @@ impl Hub {
                                 user_id.to_owned(),
                                 Member {
                                     info: info.to_owned(),
-                                    connections: 1,
+                                    sockets: vec![conn.socket_id.clone()],
                                 },
                             );
                             true
                         }
                     };
                     if new_user {
-                        let frame = protocol::member_added(channel_name, user_id, info);
-                        for (id, other) in &channel.subscribers {
-                            if id != &conn.socket_id {
-                                other.send(&frame);
+                        match link {
+                            None => {
+                                let frame = protocol::member_added(channel_name, user_id, info);
+                                channel.send_except_user(&frame, user_id, None);
+                                hooks.push(HookEvent::MemberAdded {
+                                    channel: channel_name.to_owned(),
+                                    user_id: user_id.to_owned(),
+                                });
+                            }
+                            Some(link) if up => {
+                                let _ = link.send(Op::Joined {
+                                    channel: channel_name.to_owned(),
+                                    user: user_id.to_owned(),
+                                    info: info.to_owned(),
+                                    socket: conn.socket_id.clone(),
+                                });
+                            }
+                            Some(_) => {
+                                // Cut off from the cluster: serve this node.
+                                if channel
+                                    .cluster_members
+                                    .insert(user_id.to_owned(), info.to_owned())
+                                    .is_none()
+                                {
+                                    let frame = protocol::member_added(channel_name, user_id, info);
+                                    channel.send_except_user(&frame, user_id, None);
+                                }
                             }
                         }
-                        hooks.push(HookEvent::MemberAdded {
-                            channel: channel_name.to_owned(),
-                            user_id: user_id.to_owned(),
-                        });
                     }
-                    presence_data(channel)
+                    presence_data(channel, Some(user_id), link.is_some())
                 }
-                Some(_) => presence_data(channel),
+                Some((user_id, _)) => presence_data(channel, Some(user_id), link.is_some()),
                 None => "{}".to_owned(),
             };
-            if self.subscription_count_events && member.is_none() && !already {
-                self.broadcast_count(channel_name, channel);
+            if counted && !already && !up {
+                self.broadcast_count(channel_name, channel, link.is_none());
             }
             let cached = if channel::is_cache(channel_name) {
                 let fresh = channel
@@ -326,50 +431,76 @@ impl Hub {
 
     /// Removes a subscriber; `user_id` is its presence identity, if any.
     pub fn unsubscribe(&self, channel_name: &str, socket_id: &str, user_id: Option<&str>) {
+        let link = self.cluster.get();
         let mut hooks = Vec::new();
         {
             let mut channels = self.write();
+            let up = link.is_some_and(|l| l.is_up());
             let Some(channel) = channels.get_mut(channel_name) else {
                 return;
             };
             if channel.subscribers.remove(socket_id).is_none() {
                 return;
             }
+            let counted = self.subscription_count_events && user_id.is_none();
+            if let Some(link) = link {
+                let _ = link.send(Op::Unsubscribed {
+                    channel: channel_name.to_owned(),
+                    counted,
+                });
+            }
             if let Some(user_id) = user_id {
                 let gone = match channel.members.get_mut(user_id) {
-                    Some(m) if m.connections > 1 => {
-                        m.connections -= 1;
-                        false
-                    }
-                    Some(_) => {
-                        channel.members.remove(user_id);
-                        true
+                    Some(m) => {
+                        m.sockets.retain(|s| &**s != socket_id);
+                        m.sockets.is_empty()
                     }
                     None => false,
                 };
                 if gone {
-                    let frame = protocol::member_removed(channel_name, user_id);
-                    for other in channel.subscribers.values() {
-                        other.send(&frame);
+                    channel.members.remove(user_id);
+                    match link {
+                        None => {
+                            let frame = protocol::member_removed(channel_name, user_id);
+                            for other in channel.subscribers.values() {
+                                other.send(&frame);
+                            }
+                            hooks.push(HookEvent::MemberRemoved {
+                                channel: channel_name.to_owned(),
+                                user_id: user_id.to_owned(),
+                            });
+                        }
+                        Some(link) if up => {
+                            let _ = link.send(Op::Left {
+                                channel: channel_name.to_owned(),
+                                user: user_id.to_owned(),
+                            });
+                        }
+                        Some(_) => {
+                            if channel.cluster_members.remove(user_id).is_some() {
+                                let frame = protocol::member_removed(channel_name, user_id);
+                                for other in channel.subscribers.values() {
+                                    other.send(&frame);
+                                }
+                            }
+                        }
                     }
-                    hooks.push(HookEvent::MemberRemoved {
-                        channel: channel_name.to_owned(),
-                        user_id: user_id.to_owned(),
-                    });
                 }
-            } else if self.subscription_count_events {
-                self.broadcast_count(channel_name, channel);
+            } else if self.subscription_count_events && !up {
+                self.broadcast_count(channel_name, channel, link.is_none());
             }
             if channel.subscribers.is_empty() {
-                // A cache channel keeps its last event while it is fresh.
-                if channel.cached.is_none() {
-                    channels.remove(channel_name);
-                } else {
-                    channel.members.clear();
+                if link.is_none() {
+                    hooks.push(HookEvent::ChannelVacated {
+                        channel: channel_name.to_owned(),
+                    });
                 }
-                hooks.push(HookEvent::ChannelVacated {
-                    channel: channel_name.to_owned(),
-                });
+                // A cache channel keeps its last event while it is fresh,
+                // a clustered one the members of the other nodes.
+                channel.members.clear();
+                if channel.is_idle() {
+                    channels.remove(channel_name);
+                }
             }
         }
         for h in hooks {
@@ -377,21 +508,48 @@ impl Hub {
         }
     }
 
-    fn broadcast_count(&self, channel_name: &str, channel: &Channel) {
+    /// The local subscription count to local subscribers; the webhook only
+    /// on a single node (a cluster's count comes from Redis).
+    fn broadcast_count(&self, channel_name: &str, channel: &Channel, hook: bool) {
         let count = channel.subscribers.len();
         let frame = protocol::subscription_count(channel_name, count);
         for other in channel.subscribers.values() {
             other.send(&frame);
         }
-        self.hook(HookEvent::SubscriptionCount {
-            channel: channel_name.to_owned(),
-            subscription_count: count,
-        });
+        if hook {
+            self.hook(HookEvent::SubscriptionCount {
+                channel: channel_name.to_owned(),
+                subscription_count: count,
+            });
+        }
     }
 
     /// Sends an encoded event to a channel's subscribers except `except`;
-    /// returns how many got it. Cache channels remember it.
+    /// returns how many got it here. Cache channels remember it.
+    ///
+    /// In a cluster the event is queued once for Redis instead, and every
+    /// node, this one too, fans it out when it comes back: so every
+    /// subscriber sees one order, the order Redis saw (a trigger answered
+    /// on one node comes before a later one on another). While Redis is
+    /// down it goes to this node's subscribers at once.
     pub fn publish(&self, channel_name: &str, frame: &Frame, except: Option<&str>) -> usize {
+        if let Some(link) = self.cluster.get() {
+            let queued = link.send(Op::Publish {
+                channel: channel_name.to_owned(),
+                frame: frame.clone(),
+                except: except.map(Arc::from),
+                cache: channel::is_cache(channel_name),
+            });
+            if queued {
+                return 0;
+            }
+        }
+        self.publish_local(channel_name, frame, except)
+    }
+
+    /// [`publish`](Self::publish) to this node's subscribers only: what an
+    /// event gets once it came back through Redis.
+    pub fn publish_local(&self, channel_name: &str, frame: &Frame, except: Option<&str>) -> usize {
         if channel::is_cache(channel_name) {
             let mut channels = self.write();
             let channel = channels.entry(channel_name.to_owned()).or_default();
@@ -404,33 +562,93 @@ impl Hub {
         }
     }
 
-    pub fn channel_info(&self, channel_name: &str) -> Option<ChannelInfo> {
-        self.read()
-            .get(channel_name)
-            .and_then(|c| info(channel_name, c))
+    /// Resolves once this node's events so far reached the cluster (at
+    /// once on a single node or while Redis is down).
+    pub async fn cluster_flush(&self) {
+        if let Some(link) = self.cluster.get() {
+            link.flush().await;
+        }
     }
 
-    /// Occupied channels whose name starts with `prefix`.
+    /// This node's counts of a channel.
+    pub fn channel_info(&self, channel_name: &str) -> Option<ChannelInfo> {
+        let clustered = self.is_clustered();
+        self.read()
+            .get(channel_name)
+            .and_then(|c| info(channel_name, c, clustered))
+    }
+
+    /// Occupied channels whose name starts with `prefix` (this node's view).
     pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
+        let clustered = self.is_clustered();
         let mut out: Vec<(String, ChannelInfo)> = self
             .read()
             .iter()
             .filter(|(name, _)| name.starts_with(prefix))
-            .filter_map(|(name, c)| info(name, c).map(|i| (name.clone(), i)))
+            .filter_map(|(name, c)| info(name, c, clustered).map(|i| (name.clone(), i)))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
-    /// User ids present in a presence channel.
+    /// User ids present in a presence channel (this node's view).
     pub fn presence_users(&self, channel_name: &str) -> Vec<String> {
         let mut users: Vec<String> = self
             .read()
             .get(channel_name)
-            .map(|c| c.members.keys().cloned().collect())
+            .map(|c| {
+                let mut all: Vec<String> = c.members.keys().cloned().collect();
+                all.extend(
+                    c.cluster_members
+                        .keys()
+                        .filter(|u| !c.members.contains_key(*u))
+                        .cloned(),
+                );
+                all
+            })
             .unwrap_or_default();
         users.sort();
         users
+    }
+
+    /// [`channel_info`](Self::channel_info) for the whole cluster (this
+    /// node's when it is not in one, or Redis does not answer).
+    pub async fn cluster_channel_info(&self, channel_name: &str) -> Option<ChannelInfo> {
+        if let Some(state) = self.cluster.get().and_then(|l| l.state()) {
+            match state.channel(channel_name).await {
+                Ok(info) => return info,
+                Err(err) => {
+                    tracing::warn!(%err, channel = %channel_name, "cluster query failed; answering with this node's counts")
+                }
+            }
+        }
+        self.channel_info(channel_name)
+    }
+
+    /// [`channels`](Self::channels) for the whole cluster.
+    pub async fn cluster_channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
+        if let Some(state) = self.cluster.get().and_then(|l| l.state()) {
+            match state.channels(prefix).await {
+                Ok(list) => return list,
+                Err(err) => {
+                    tracing::warn!(%err, "cluster query failed; answering with this node's channels")
+                }
+            }
+        }
+        self.channels(prefix)
+    }
+
+    /// [`presence_users`](Self::presence_users) for the whole cluster.
+    pub async fn cluster_presence_users(&self, channel_name: &str) -> Vec<String> {
+        if let Some(state) = self.cluster.get().and_then(|l| l.state()) {
+            match state.users(channel_name).await {
+                Ok(users) => return users,
+                Err(err) => {
+                    tracing::warn!(%err, channel = %channel_name, "cluster query failed; answering with this node's members")
+                }
+            }
+        }
+        self.presence_users(channel_name)
     }
 
     /// Records that a connection signed in as `user_id`.
@@ -451,7 +669,8 @@ impl Hub {
         }
     }
 
-    /// Closes every signed-in connection of a user (4009); returns how many.
+    /// Closes every signed-in connection of a user on this node (4009);
+    /// returns how many.
     pub fn terminate_user(&self, user_id: &str) -> usize {
         let conns = lock(&self.users).get(user_id).cloned().unwrap_or_default();
         for conn in &conns {
@@ -462,6 +681,135 @@ impl Hub {
             conn.close(code::UNAUTHORIZED, "You got disconnected by the app.");
         }
         conns.len()
+    }
+
+    /// [`terminate_user`](Self::terminate_user) here and on every other node.
+    pub fn cluster_terminate_user(&self, user_id: &str) -> usize {
+        if let Some(link) = self.cluster.get() {
+            let _ = link.send(Op::Terminate {
+                user: user_id.to_owned(),
+            });
+        }
+        self.terminate_user(user_id)
+    }
+
+    // ---- what the cluster adapter calls ----
+
+    /// Runs `mark` (the adapter draining its stale queue and marking the
+    /// link up) and reads this node's share, both under the channel lock,
+    /// so that every later subscribe is queued after the share.
+    pub fn cluster_snapshot(&self, mark: impl FnOnce()) -> LocalShare {
+        let channels = self.write();
+        mark();
+        let mut share = LocalShare::default();
+        for (name, channel) in channels.iter() {
+            if channel.subscribers.is_empty() {
+                continue;
+            }
+            share
+                .subscriptions
+                .push((name.clone(), channel.subscribers.len()));
+            for (user, member) in &channel.members {
+                share.members.push((
+                    name.clone(),
+                    user.clone(),
+                    member.info.clone(),
+                    member.sockets.len(),
+                ));
+            }
+        }
+        share
+    }
+
+    /// A user joined a presence channel somewhere (first connection
+    /// cluster-wide): told to this node's subscribers, but never to the
+    /// user's own connections or the joining socket.
+    pub fn cluster_member_added(&self, channel_name: &str, user: &str, info: &str, socket: &str) {
+        let mut channels = self.write();
+        let channel = channels.entry(channel_name.to_owned()).or_default();
+        if channel
+            .cluster_members
+            .insert(user.to_owned(), info.to_owned())
+            .is_some()
+        {
+            return;
+        }
+        let frame = protocol::member_added(channel_name, user, info);
+        channel.send_except_user(&frame, user, Some(socket));
+    }
+
+    /// A user's last connection to a presence channel left, somewhere.
+    pub fn cluster_member_removed(&self, channel_name: &str, user: &str) {
+        let mut channels = self.write();
+        let Some(channel) = channels.get_mut(channel_name) else {
+            return;
+        };
+        if channel.cluster_members.remove(user).is_none() {
+            return;
+        }
+        let frame = protocol::member_removed(channel_name, user);
+        channel.send_except_user(&frame, user, None);
+        if channel.is_idle() {
+            channels.remove(channel_name);
+        }
+    }
+
+    /// A channel's cluster-wide subscription count, for its subscribers here.
+    pub fn cluster_subscription_count(&self, channel_name: &str, count: u64) {
+        if let Some(channel) = self.read().get(channel_name) {
+            let frame = protocol::subscription_count(
+                channel_name,
+                usize::try_from(count).unwrap_or(usize::MAX),
+            );
+            for conn in channel.subscribers.values() {
+                conn.send(&frame);
+            }
+        }
+    }
+
+    /// Replaces the mirror of every presence channel with what Redis holds
+    /// (after a (re)connect) and tells this node's subscribers what changed
+    /// meanwhile; also takes the cache channels' last events.
+    pub fn cluster_resync(
+        &self,
+        members: HashMap<String, HashMap<String, String>>,
+        cached: Vec<(String, Frame, Duration)>,
+    ) {
+        let mut members = members;
+        let mut channels = self.write();
+        let names: Vec<String> = channels
+            .iter()
+            .filter(|(_, c)| !c.cluster_members.is_empty())
+            .map(|(n, _)| n.clone())
+            .chain(members.keys().cloned())
+            .collect();
+        for name in names {
+            let new = members.remove(&name).unwrap_or_default();
+            let channel = channels.entry(name.clone()).or_default();
+            let old = std::mem::replace(&mut channel.cluster_members, new);
+            for user in old.keys() {
+                if !channel.cluster_members.contains_key(user)
+                    && !channel.members.contains_key(user)
+                {
+                    let frame = protocol::member_removed(&name, user);
+                    channel.send_except_user(&frame, user, None);
+                }
+            }
+            for (user, info) in &channel.cluster_members {
+                if !old.contains_key(user) && !channel.members.contains_key(user) {
+                    let frame = protocol::member_added(&name, user, info);
+                    channel.send_except_user(&frame, user, None);
+                }
+            }
+            if channel.is_idle() {
+                channels.remove(&name);
+            }
+        }
+        let now = Instant::now();
+        for (name, frame, age) in cached {
+            let at = now.checked_sub(age).unwrap_or(now);
+            channels.entry(name).or_default().cached = Some((frame, at));
+        }
     }
 }
 
@@ -475,40 +823,54 @@ fn fan_out(channel: &Channel, frame: &Frame, except: Option<&str>) -> usize {
     sent
 }
 
-fn info(name: &str, channel: &Channel) -> Option<ChannelInfo> {
+fn info(name: &str, channel: &Channel, clustered: bool) -> Option<ChannelInfo> {
     if channel.subscribers.is_empty() {
         return None;
     }
     Some(ChannelInfo {
         subscription_count: channel.subscribers.len(),
         user_count: (channel::ChannelKind::of(name) == channel::ChannelKind::Presence)
-            .then_some(channel.members.len()),
+            .then_some(channel.member_count(clustered)),
     })
 }
 
-/// `{"presence":{"ids":[…],"hash":{…},"count":n}}` as JSON text.
-fn presence_data(channel: &Channel) -> String {
-    let mut ids: Vec<&String> = channel.members.keys().collect();
-    ids.sort();
-    let ids_json = ids
+/// `{"presence":{"ids":[…],"hash":{…},"count":n}}` as JSON text: this
+/// node's members, or in a cluster every member the mirror knows plus `me`
+/// (whose join may still be on its way through Redis).
+fn presence_data(channel: &Channel, me: Option<&str>, clustered: bool) -> String {
+    let mut all: Vec<(&str, &str)> = if clustered {
+        let mut all: Vec<(&str, &str)> = channel
+            .cluster_members
+            .iter()
+            .map(|(u, i)| (u.as_str(), i.as_str()))
+            .collect();
+        if let Some(me) = me.filter(|me| !channel.cluster_members.contains_key(*me)) {
+            if let Some(m) = channel.members.get(me) {
+                all.push((me, m.info.as_str()));
+            }
+        }
+        all
+    } else {
+        channel
+            .members
+            .iter()
+            .map(|(u, m)| (u.as_str(), m.info.as_str()))
+            .collect()
+    };
+    all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let ids_json = all
         .iter()
-        .map(|id| serde_json::to_string(id).unwrap_or_default())
+        .map(|(id, _)| serde_json::to_string(id).unwrap_or_default())
         .collect::<Vec<_>>();
-    let hash = ids
+    let hash = all
         .iter()
-        .map(|id| {
-            format!(
-                "{}:{}",
-                serde_json::to_string(id).unwrap_or_default(),
-                channel.members[*id].info
-            )
-        })
+        .map(|(id, info)| format!("{}:{info}", serde_json::to_string(id).unwrap_or_default()))
         .collect::<Vec<_>>();
     format!(
         r#"{{"presence":{{"ids":[{}],"hash":{{{}}},"count":{}}}}}"#,
         ids_json.join(","),
         hash.join(","),
-        ids.len()
+        all.len()
     )
 }
 

@@ -34,6 +34,9 @@ pub struct BrokerSettings {
     pub hub: hub::HubSettings,
     /// The HTTP fallback (pusher-js `xhr_streaming` / `xhr_polling`).
     pub xhr: XhrSettings,
+    /// Share fan-out and presence with other nodes through Redis
+    /// (`tidings serve --cluster`); `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl Default for BrokerSettings {
@@ -44,6 +47,7 @@ impl Default for BrokerSettings {
             max_message_bytes: 64 * 1024,
             hub: hub::HubSettings::default(),
             xhr: XhrSettings::default(),
+            cluster: None,
         }
     }
 }

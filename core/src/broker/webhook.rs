@@ -149,7 +149,8 @@ pub fn start(app: &Arc<App>, handle: &Handle) {
             queue
         })
         .collect();
-    let collector = Collector::new(config.webhook_batching);
+    // In a cluster the leave delay is kept in Redis (see crate::cluster).
+    let collector = Collector::new(config.webhook_batching, !app.hub.is_clustered());
     handle.spawn(collect(
         events,
         collector,
@@ -251,6 +252,8 @@ fn join_of(event: &HookEvent) -> Option<Presence> {
 /// lists of requests out.
 struct Collector {
     batching: bool,
+    /// Hold leaves for [`LEAVE_DELAY`] (a single node; a cluster has done so).
+    delay_leaves: bool,
     batch: Vec<HookEvent>,
     batch_due: Option<Instant>,
     /// Leaves waiting out [`LEAVE_DELAY`], oldest first.
@@ -260,9 +263,10 @@ struct Collector {
 }
 
 impl Collector {
-    fn new(batching: bool) -> Collector {
+    fn new(batching: bool, delay_leaves: bool) -> Collector {
         Collector {
             batching,
+            delay_leaves,
             batch: Vec::new(),
             batch_due: None,
             delayed: VecDeque::new(),
@@ -271,6 +275,9 @@ impl Collector {
     }
 
     fn push(&mut self, event: HookEvent, now: Instant, ready: &mut Vec<Vec<HookEvent>>) {
+        if !self.delay_leaves {
+            return self.emit(event, now, ready);
+        }
         if let Some(leave) = leave_of(&event) {
             *self.pending.entry(leave).or_default() += 1;
             self.delayed.push_back((now + LEAVE_DELAY, event));
@@ -607,7 +614,7 @@ mod tests {
     #[test]
     fn leaves_wait_and_comebacks_cancel_both() {
         let t0 = Instant::now();
-        let mut c = Collector::new(false);
+        let mut c = Collector::new(false, true);
         let mut ready = Vec::new();
         c.push(occupied("a"), t0, &mut ready);
         assert_eq!(ready, vec![vec![occupied("a")]]);
@@ -634,7 +641,7 @@ mod tests {
     #[test]
     fn the_hub_has_the_last_word() {
         let t0 = Instant::now();
-        let mut c = Collector::new(false);
+        let mut c = Collector::new(false, true);
         let mut ready = Vec::new();
         c.push(vacated("a"), t0, &mut ready);
         c.push(vacated("b"), t0, &mut ready);
@@ -645,7 +652,7 @@ mod tests {
     #[test]
     fn batches_by_count_and_window() {
         let t0 = Instant::now();
-        let mut c = Collector::new(true);
+        let mut c = Collector::new(true, true);
         let mut ready = Vec::new();
         for i in 0..25 {
             c.push(occupied(&format!("c{i}")), t0, &mut ready);
