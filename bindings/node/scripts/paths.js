@@ -6,11 +6,33 @@
 //                            library: no cargo build then)
 //   TIDINGS_FFI_INCLUDE_DIR  a directory holding tidings.h
 //   CARGO_TARGET_DIR         cargo's target directory (default: <repo>/target)
+//   TIDINGS_REPO_ROOT        the tidings checkout (default: found from here)
 const fs = require('node:fs');
 const path = require('node:path');
 
 const packageDir = path.resolve(__dirname, '..');
-const repoRoot = path.resolve(packageDir, '..', '..');
+
+// The tidings checkout: this package's own (bindings/node), or, for a copy
+// installed into an app's node_modules from the checkout (npm's
+// install-links), the first ancestor of the app holding ffi/Cargo.toml.
+function findRepoRoot() {
+  const own = path.resolve(packageDir, '..', '..');
+  if (isRepo(own)) return own;
+  for (const start of [process.env.INIT_CWD, packageDir]) {
+    for (let dir = start && path.resolve(start); dir; ) {
+      if (isRepo(dir)) return dir;
+      const parent = path.dirname(dir);
+      dir = parent === dir ? null : parent;
+    }
+  }
+  return own;
+}
+
+function isRepo(dir) {
+  return fs.existsSync(path.join(dir, 'ffi', 'Cargo.toml')) && fs.existsSync(path.join(dir, 'ffi', 'include', 'tidings.h'));
+}
+
+const repoRoot = process.env.TIDINGS_REPO_ROOT ? path.resolve(process.env.TIDINGS_REPO_ROOT) : findRepoRoot();
 
 function includeDir() {
   return process.env.TIDINGS_FFI_INCLUDE_DIR || path.join(repoRoot, 'ffi', 'include');
@@ -35,7 +57,7 @@ function linkedLib() {
 }
 
 function hasRepo() {
-  return fs.existsSync(path.join(repoRoot, 'ffi', 'Cargo.toml'));
+  return isRepo(repoRoot);
 }
 
 module.exports = { packageDir, repoRoot, includeDir, libDir, linkedLib, hasRepo };
