@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo bench -p tidings --bench sends            # SQLite only
 //! TIDINGS_BENCH_POSTGRES_URL=postgres://… cargo bench -p tidings --bench sends
+//! TIDINGS_BENCH_ONLY=postgres …                   # only the variants named so
 //! ```
 //! Rounds alternate between the variants; medians are reported.
 
@@ -72,8 +73,13 @@ async fn run() {
             Box::new(move || Box::pin(engine_sends(f(), SENDERS, CONCURRENT_SENDS))),
         ));
     }
+    #[cfg(feature = "postgres")]
     if let Ok(pg) = std::env::var("TIDINGS_BENCH_POSTGRES_URL") {
-        let pg2 = pg.clone();
+        let (pg2, pg3) = (pg.clone(), pg.clone());
+        variants.push((
+            "postgres raw ceiling (multi-row INSERT, 1000 rows/commit, same schema)",
+            Box::new(move || Box::pin(raw_postgres(pg3.clone()))),
+        ));
         variants.push((
             "postgres store.append, 1 sender",
             Box::new(move || Box::pin(appends(pg.clone(), 1, SINGLE_SENDS / 5))),
@@ -238,6 +244,82 @@ async fn raw_sqlite(url: String) -> f64 {
     })
     .await
     .expect("raw task")
+}
+
+/// The same statements the PostgreSQL writer runs per group (messages and
+/// outbox rows in one multi-row INSERT, one conversation update), 1,000
+/// messages per transaction, straight through tokio-postgres.
+#[cfg(feature = "postgres")]
+async fn raw_postgres(url: String) -> f64 {
+    drop(store::open(&url).await.expect("store"));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    // Fresh conversations each run, so seqs start at 1.
+    let run = rand_suffix();
+    let mut conversations = Vec::with_capacity(SENDERS);
+    for s in 0..SENDERS {
+        let row = client
+            .query_one(
+                "INSERT INTO conversations (key, user_lo, user_hi) VALUES ($1, 'a', 'b') RETURNING id",
+                &[&format!("raw-{run}-{s}-{}", std::process::id())],
+            )
+            .await
+            .expect("conversation");
+        conversations.push(row.get::<_, i64>(0));
+    }
+    let msgs: Vec<NewMessage> = (0..CONCURRENT_SENDS)
+        .map(|i| new_message(i % SENDERS, i))
+        .collect();
+    let insert = client
+        .prepare(
+            "WITH inserted AS (
+                INSERT INTO messages (conversation, seq, sender, body, client_msg_id, created_at)
+                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+                RETURNING id, conversation
+             )
+             INSERT INTO outbox (conversation, event, message)
+             SELECT conversation, 'new-message', id FROM inserted ORDER BY id",
+        )
+        .await
+        .expect("prepare");
+    let update = client
+        .prepare(
+            "UPDATE conversations AS c SET last_seq = u.last_seq, last_at = u.last_at
+             FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, last_seq, last_at)
+             WHERE c.id = u.id",
+        )
+        .await
+        .expect("prepare");
+    let start = Instant::now();
+    let mut seq = vec![0i64; SENDERS];
+    for (c, chunk) in msgs.chunks(1000).enumerate() {
+        let (mut conv, mut seqs, mut senders, mut bodies, mut ids, mut at) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (j, m) in chunk.iter().enumerate() {
+            let s = (c * 1000 + j) % SENDERS;
+            seq[s] += 1;
+            conv.push(conversations[s]);
+            seqs.push(seq[s]);
+            senders.push(m.sender_id.as_str().to_owned());
+            bodies.push(m.body.clone());
+            ids.push(m.client_msg_id.clone());
+            at.push(m.created_at);
+        }
+        client.batch_execute("BEGIN").await.expect("begin");
+        client
+            .execute(&insert, &[&conv, &seqs, &senders, &bodies, &ids, &at])
+            .await
+            .expect("insert");
+        let lasts = vec![0i64; SENDERS];
+        client
+            .execute(&update, &[&conversations, &seq, &lasts])
+            .await
+            .expect("update");
+        client.batch_execute("COMMIT").await.expect("commit");
+    }
+    rate(CONCURRENT_SENDS, start.elapsed())
 }
 
 fn rate(n: usize, d: Duration) -> f64 {

@@ -176,7 +176,7 @@ impl PusherTransport {
                 Err(e) if e.is_timeout() => {
                     last = format!("no answer within {:?}", self.policy.timeout)
                 }
-                Err(e) => last = format!("cannot reach the server: {e}"),
+                Err(e) => last = format!("cannot reach the server: {}", describe(e)),
             }
             if attempt < self.policy.attempts {
                 let jitter = rand::random::<f64>() * 0.5 + 0.75;
@@ -310,6 +310,20 @@ impl Transport for PusherTransport {
         }
         results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
     }
+}
+
+/// A request error with its causes ("connection refused"), without the
+/// URL: its query holds the request's signature and is noise in a log.
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
