@@ -493,13 +493,15 @@ impl Engine {
     }
 
     /// Refuses new calls, delivers what is pending (for a few seconds at
-    /// most), and stops background work. Subscriptions end once the last
-    /// clone of the engine is dropped.
+    /// most), and stops background work. Subscriptions then end (`None`)
+    /// once they have read the events they hold.
     pub async fn shutdown(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         self.inner.outbox.shutdown().await;
         self.inner.plugins.shutdown().await;
+        // After the last deliveries: subscribers read what they hold, then end.
+        self.inner.local.close();
     }
 }

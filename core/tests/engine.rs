@@ -273,3 +273,25 @@ async fn pending_deliveries_survive_a_restart_and_go_out_in_order() {
         .expect("pending")
         .is_empty());
 }
+
+#[tokio::test]
+async fn shutdown_ends_subscriptions_after_what_they_hold() {
+    let engine = engine().await;
+    let mut sub = engine.subscribe();
+    // A clone held elsewhere (a server, a binding) must not keep it open.
+    let _held = engine.clone();
+    engine
+        .send(SendRequest::to("1", "18", "last words"))
+        .await
+        .expect("send");
+    engine.shutdown().await;
+    let e = next_event(&mut sub).await;
+    assert_eq!(e.name, event::NEW_MESSAGE);
+    let end = tokio::time::timeout(Duration::from_secs(5), sub.recv()).await;
+    assert_eq!(end, Ok(None), "the stream ends after the held events");
+    assert_eq!(
+        engine.subscribe().recv().await,
+        None,
+        "a subscription after shutdown is already ended"
+    );
+}

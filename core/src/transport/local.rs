@@ -1,6 +1,6 @@
 //! In-process delivery: a bounded broadcast that hosts and tests subscribe to.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,10 +15,12 @@ use crate::event::Event;
 pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// Broadcasts every event to in-process subscribers. Each event is one
-/// `Arc` shared by all of them.
+/// `Arc` shared by all of them. Clones share one channel; [`close`]
+/// (Self::close) ends it for all of them.
 #[derive(Clone)]
 pub struct LocalTransport {
-    sender: broadcast::Sender<Arc<Event>>,
+    /// `None` once closed: subscribers then read what they hold and end.
+    sender: Arc<Mutex<Option<broadcast::Sender<Arc<Event>>>>>,
 }
 
 impl Default for LocalTransport {
@@ -30,20 +32,37 @@ impl Default for LocalTransport {
 impl LocalTransport {
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        LocalTransport { sender }
+        LocalTransport {
+            sender: Arc::new(Mutex::new(Some(sender))),
+        }
     }
 
-    /// Sees every event published from now on.
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<Event>>>> {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sees every event published from now on; after [`close`](Self::close)
+    /// a subscription that is already ended.
     pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            receiver: self.sender.subscribe(),
-        }
+        let receiver = match &*self.sender() {
+            Some(sender) => sender.subscribe(),
+            None => broadcast::channel(1).1,
+        };
+        Subscription { receiver }
     }
 
     /// Publishes an event to the current subscribers, if any.
     pub fn publish(&self, event: Event) {
-        // No subscriber is not an error: the event reached everyone listening.
-        let _ = self.sender.send(Arc::new(event));
+        if let Some(sender) = &*self.sender() {
+            // No subscriber is not an error: the event reached everyone listening.
+            let _ = sender.send(Arc::new(event));
+        }
+    }
+
+    /// Ends every subscription once it has read the events it holds (engine
+    /// shutdown); later publishes go nowhere.
+    pub fn close(&self) {
+        self.sender().take();
     }
 }
 
