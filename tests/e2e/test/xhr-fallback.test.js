@@ -21,6 +21,7 @@ const {
   client,
   collect,
   disconnectAll,
+  request,
   serverSdk,
   subscribed,
   unique,
@@ -122,6 +123,45 @@ for (const transport of TRANSPORTS) {
     assert.equal((await left).id, 'alice');
   });
 }
+
+// A second `tidings serve` whose engine delivers through the Pusher HTTP
+// transport (`[[transport]] kind = "pusher"`) to this one: a message sent
+// through its chat API reaches pusher-js clients here, over each XHR
+// transport, on a private channel authorized by this server's endpoint.
+test('xhr_streaming and xhr_polling receive messages relayed by another server\'s Pusher HTTP transport', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tidings-relay-'));
+  const config = path.join(dir, 'relay.toml');
+  const target = `http://${APP.key}:${APP.secret}@127.0.0.1:${server.port}/apps/${APP.id}`;
+  fs.writeFileSync(config, `[[transport]]\nkind = "pusher"\nurl = "${target}"\n`);
+  const relay = await startServer({ args: ['--demo', '--config', config] });
+  try {
+    for (const [i, transport] of TRANSPORTS.entries()) {
+      const [lo, hi] = [String(8100 + 2 * i), String(8101 + 2 * i)];
+      const reader = httpClient([transport], { user: hi });
+      await waitState(reader, 'connected', { timeout: 15000 });
+      assert.equal(transportOf(reader), transport);
+      const channel = await subscribed(reader, `private-conversation-${lo}-${hi}`);
+      const got = collect(channel, 'new-message');
+      for (let n = 1; n <= 3; n++) {
+        const sent = await request(`${relay.url}/v1/messages`, {
+          method: 'POST',
+          headers: { 'x-tidings-user': lo, 'content-type': 'application/json' },
+          body: JSON.stringify({ to: hi, body: `relayed ${n} over ${transport}` }),
+        });
+        assert.equal(sent.status, 201, sent.body);
+      }
+      await until(() => got.length === 3, { timeout: 15000, what: `3 relayed messages over ${transport}` });
+      assert.deepEqual(got.map((e) => e.data.seq), [1, 2, 3]);
+      assert.deepEqual(got.map((e) => e.data.body), [1, 2, 3].map((n) => `relayed ${n} over ${transport}`));
+      reader.disconnect();
+    }
+  } finally {
+    const { code } = await relay.stop();
+    relay.cleanup();
+    fs.rmSync(dir, { recursive: true, force: true });
+    assert.equal(code, 0, `the relay should exit 0 on SIGTERM:\n${relay.stderr}`);
+  }
+});
 
 test('xhr_streaming: pusher-js re-opens a stream past 256 KB on the same session, losing nothing', async () => {
   const pusher = httpClient(['xhr_streaming']);
