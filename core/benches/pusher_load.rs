@@ -7,7 +7,13 @@
 //!   as many triggers as the server takes;
 //! - `idle`: resident memory per idle subscribed connection at 10,000
 //!   connections (spread over 127.0.0.x source addresses);
-//! - `connects`: handshakes per second.
+//! - `connects`: handshakes per second;
+//! - `cluster-saturate` (with `--urls`): deliveries per second to 3,000
+//!   subscribers of one channel spread round-robin over the given nodes,
+//!   triggers spread over them too;
+//! - `cluster-latency` (with `--urls`): trigger-to-delivery p50/p99 at
+//!   500 triggers/s through the first node, for a subscriber on that node
+//!   and one on every other node (the cross-node path).
 //!
 //! ```sh
 //! cargo bench -p tidings --bench pusher_load -- --url http://127.0.0.1:6001 \
@@ -31,6 +37,9 @@ use tokio_tungstenite::WebSocketStream;
 struct Options {
     host: String,
     port: u16,
+    /// Every node, for the cluster scenarios (the first is `host:port`).
+    nodes: Vec<(String, u16)>,
+    cluster_subscribers: usize,
     app_id: String,
     key: String,
     secret: String,
@@ -43,6 +52,8 @@ fn parse_options() -> Options {
     let mut o = Options {
         host: "127.0.0.1".into(),
         port: 6001,
+        nodes: Vec::new(),
+        cluster_subscribers: 3_000,
         app_id: "1".into(),
         key: "tidings-key".into(),
         secret: String::new(),
@@ -70,6 +81,21 @@ fn parse_options() -> Options {
                 o.host = h.to_owned();
                 o.port = p.parse().expect("port");
             }
+            "--urls" => {
+                o.nodes = value
+                    .split(',')
+                    .map(|u| {
+                        let rest = u.trim().trim_start_matches("http://").trim_end_matches('/');
+                        let (h, p) = rest.split_once(':').unwrap_or((rest, "80"));
+                        (h.to_owned(), p.parse().expect("port"))
+                    })
+                    .collect();
+                if let Some((h, p)) = o.nodes.first() {
+                    o.host = h.clone();
+                    o.port = *p;
+                }
+            }
+            "--subscribers" => o.cluster_subscribers = value.parse().expect("count"),
             "--app-id" => o.app_id = value,
             "--key" => o.key = value,
             "--secret" => o.secret = value,
@@ -98,6 +124,10 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        let mut o = o;
+        if o.nodes.is_empty() {
+            o.nodes.push((o.host.clone(), o.port));
+        }
         let o = Arc::new(o);
         for s in o.scenarios.clone() {
             match s.as_str() {
@@ -106,6 +136,8 @@ fn main() {
                 "saturate" => saturate(&o).await,
                 "idle" => idle(&o).await,
                 "connects" => connects(&o).await,
+                "cluster-saturate" => cluster_saturate(&o).await,
+                "cluster-latency" => cluster_latency(&o).await,
                 other => eprintln!("unknown scenario {other}"),
             }
         }
@@ -118,16 +150,20 @@ static SOURCE: AtomicU64 = AtomicU64::new(0);
 
 /// Connects from 127.0.0.x (rotating) to spread ephemeral ports.
 async fn connect(o: &Options) -> Ws {
+    connect_to(o, &o.host, o.port).await
+}
+
+async fn connect_to(o: &Options, host: &str, port: u16) -> Ws {
     let n = SOURCE.fetch_add(1, Ordering::Relaxed);
     let source = Ipv4Addr::new(127, 0, 0, 1 + (n % 200) as u8);
     let socket = TcpSocket::new_v4().expect("socket");
     socket.bind(SocketAddr::from((source, 0))).expect("bind");
-    let target: SocketAddr = format!("{}:{}", o.host, o.port).parse().expect("address");
+    let target: SocketAddr = format!("{host}:{port}").parse().expect("address");
     let stream = socket.connect(target).await.expect("connect");
     stream.set_nodelay(true).ok();
     let url = format!(
-        "ws://{}:{}/app/{}?protocol=7&client=js&version=8.4.0&flash=false",
-        o.host, o.port, o.key
+        "ws://{host}:{port}/app/{}?protocol=7&client=js&version=8.4.0&flash=false",
+        o.key
     );
     let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
         .await
@@ -184,13 +220,17 @@ struct Trigger {
 
 impl Trigger {
     fn new(o: &Options) -> Trigger {
+        Trigger::to(o, &o.host, o.port)
+    }
+
+    fn to(o: &Options, host: &str, port: u16) -> Trigger {
         let path = format!("/apps/{}/events", o.app_id);
         Trigger {
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()
                 .expect("client"),
-            url: format!("http://{}:{}{}", o.host, o.port, path),
+            url: format!("http://{host}:{port}{path}"),
             path,
             key: o.key.clone(),
             secret: o.secret.clone(),
@@ -437,6 +477,111 @@ async fn connects(o: &Arc<Options>) {
         began.elapsed().as_secs_f64(),
         total as f64 / began.elapsed().as_secs_f64()
     );
+}
+
+/// 3,000 subscribers of one channel spread over the nodes; triggers from 8
+/// senders spread over the nodes too, for 5 s; deliveries per second.
+async fn cluster_saturate(o: &Arc<Options>) {
+    let channel = format!("bench-cluster-{}", rand_id());
+    let start = Instant::now();
+    let counter = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::unbounded_channel();
+    drop(rx);
+    for i in 0..o.cluster_subscribers {
+        let (host, port) = &o.nodes[i % o.nodes.len()];
+        let mut ws = connect_to(o, host, *port).await;
+        subscribe(&mut ws, &channel).await;
+        receive(ws, start, tx.clone(), counter.clone());
+    }
+    let triggers: Vec<Arc<Trigger>> = o
+        .nodes
+        .iter()
+        .map(|(h, p)| Arc::new(Trigger::to(o, h, *p)))
+        .collect();
+    for t in &triggers {
+        t.send("bench-warmup", 0).await;
+    }
+    let received_before = counter.load(Ordering::Relaxed);
+    let run_for = Duration::from_secs(5);
+    let began = Instant::now();
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for s in 0..8 {
+        let trigger = triggers[s % triggers.len()].clone();
+        let channel = channel.clone();
+        let sent = sent.clone();
+        senders.push(tokio::spawn(async move {
+            while began.elapsed() < run_for {
+                if trigger.send(&channel, now_us(start)).await {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    let mut last = counter.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = counter.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let deliveries = counter.load(Ordering::Relaxed) - received_before;
+    let triggered = sent.load(Ordering::Relaxed);
+    let expected = triggered * o.cluster_subscribers as u64;
+    println!(
+        "cluster-saturate: {} nodes, {} subscribers, {triggered} triggers, {deliveries}/{expected} deliveries in {:.1} s ({:.0}/s)",
+        o.nodes.len(),
+        o.cluster_subscribers,
+        began.elapsed().as_secs_f64(),
+        deliveries as f64 / began.elapsed().as_secs_f64()
+    );
+}
+
+/// Triggers at 500/s through the first node; latency seen by a subscriber
+/// on each node (the first: same node; the others: across Redis).
+async fn cluster_latency(o: &Arc<Options>) {
+    let channel = format!("bench-cluster-latency-{}", rand_id());
+    let start = Instant::now();
+    let mut receivers = Vec::new();
+    for (host, port) in &o.nodes {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ws = connect_to(o, host, *port).await;
+        subscribe(&mut ws, &channel).await;
+        receive(ws, start, tx, Arc::new(AtomicU64::new(0)));
+        receivers.push(rx);
+    }
+    let trigger = Arc::new(Trigger::new(o));
+    trigger.send("bench-warmup", 0).await;
+    let (rate, triggers) = (500u64, 5_000u64);
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    for _ in 0..triggers {
+        tick.tick().await;
+        let trigger = trigger.clone();
+        let channel = channel.clone();
+        tokio::spawn(async move { trigger.send(&channel, now_us(start)).await });
+    }
+    for (i, mut rx) in receivers.into_iter().enumerate() {
+        let mut samples = Vec::with_capacity(triggers as usize);
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        while samples.len() < triggers as usize {
+            tokio::select! {
+                s = rx.recv() => match s { Some(s) => samples.push(s), None => break },
+                _ = &mut deadline => break,
+            }
+        }
+        let name = if i == 0 {
+            "cluster-latency same node".to_owned()
+        } else {
+            format!("cluster-latency node {} (cross-node)", i + 1)
+        };
+        report_latency(&name, samples, triggers as usize);
+    }
 }
 
 fn rand_id() -> u64 {
