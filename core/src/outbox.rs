@@ -1,8 +1,9 @@
 //! The outbox worker: the one place events written by the store are
 //! delivered. It claims pending rows in id order, hands each to every
 //! transport, and acknowledges the ones all transports accepted. A row that
-//! fails stays pending and holds back the later rows of its conversation
-//! (never delivered out of order), while other conversations go on.
+//! a transport could not take stays pending and holds back the later rows
+//! of its conversation on that transport (never delivered out of order),
+//! while other conversations, and other transports, go on.
 //!
 //! Rows are leased ([`Store::lease_outbox`]) to this worker's owner id, so
 //! engines sharing one store (the nodes of a cluster on one PostgreSQL)
@@ -11,7 +12,7 @@
 //! is how a node takes over the rows of one that died once their lease ran
 //! out. On stop it releases its leases.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::ConversationId;
 use crate::event::Event;
-use crate::store::{OutboxItem, Store};
+use crate::store::{OutboxId, OutboxItem, Store};
 use crate::transport::Transport;
 
 /// Rows claimed per round.
@@ -132,6 +133,7 @@ async fn deliver_until_stopped(
     let poll = poll_interval(lease.length);
     let mut retry = FIRST_RETRY;
     let mut drain_until: Option<tokio::time::Instant> = None;
+    let mut progress = Progress::default();
     loop {
         // A dropped engine (sender gone) stops the worker like a shutdown.
         let stop_requested = *stopped.borrow() || stopped.has_changed().is_err();
@@ -165,7 +167,7 @@ async fn deliver_until_stopped(
             wait(wake, &mut stopped, poll).await;
             continue;
         }
-        let all_delivered = deliver_round(store, transports, claimed).await;
+        let all_delivered = deliver_round(store, transports, claimed, &mut progress).await;
         if all_delivered {
             retry = FIRST_RETRY;
         } else {
@@ -179,22 +181,56 @@ async fn deliver_until_stopped(
     }
 }
 
-/// Where one claimed row stands in a round.
-enum Outcome {
-    /// Every transport so far accepted it.
-    Accepted,
-    /// Not sent: an earlier row of its conversation is not delivered.
-    HeldBack,
-    Failed(crate::Error),
+/// Which transports already took (or refused for good) each pending row,
+/// kept across rounds: a row that one transport could not take is retried
+/// on that transport only, and a transport that is down holds back only
+/// its own later rows, never another transport's. In memory: after a
+/// restart a pending row goes to every transport again (at-least-once).
+#[derive(Default)]
+struct Progress {
+    rows: HashMap<OutboxId, RowProgress>,
 }
 
-/// Delivers one claimed batch to every transport, in order; returns whether
-/// every row went out (or was refused for good).
+#[derive(Default)]
+struct RowProgress {
+    /// Bit `t`: transport `t` accepted the row.
+    accepted: u64,
+    /// Bit `t`: transport `t` refused it for good.
+    refused: u64,
+    /// Why, when one did.
+    refusal: Option<String>,
+}
+
+impl RowProgress {
+    fn settled(&self, transport: usize) -> bool {
+        // Beyond 64 transports nothing is remembered: they all get it again.
+        transport < 64 && (self.accepted | self.refused) & (1 << transport) != 0
+    }
+
+    fn record(&mut self, transport: usize, refused: bool) {
+        if transport < 64 {
+            let bit = 1 << transport;
+            if refused {
+                self.refused |= bit;
+            } else {
+                self.accepted |= bit;
+            }
+        }
+    }
+}
+
+/// Hands one claimed batch to every transport, each in order and each
+/// holding back a conversation only behind its own failures; returns
+/// whether every row is settled (delivered or refused for good).
 async fn deliver_round(
     store: &dyn Store,
     transports: &[Arc<dyn Transport>],
     claimed: Vec<OutboxItem>,
+    progress: &mut Progress,
 ) -> bool {
+    // Rows no longer claimed (delivered, or leased elsewhere) are forgotten.
+    let ids: HashSet<OutboxId> = claimed.iter().map(|item| item.id).collect();
+    progress.rows.retain(|id, _| ids.contains(id));
     let events: Vec<Event> = claimed
         .iter()
         .map(|item| {
@@ -205,21 +241,22 @@ async fn deliver_round(
             )
         })
         .collect();
-    let mut outcomes: Vec<Outcome> = claimed.iter().map(|_| Outcome::Accepted).collect();
-    for transport in transports {
-        // Rows behind an undelivered row of their conversation wait.
+    // The last retryable error of each row still pending after this round.
+    let mut errors: Vec<Option<crate::Error>> = claimed.iter().map(|_| None).collect();
+    let mut pending = vec![false; claimed.len()];
+    for (t, transport) in transports.iter().enumerate() {
+        // This transport's rows behind one it has not taken wait.
         let mut blocked: HashSet<&ConversationId> = HashSet::new();
         let mut indexes = Vec::with_capacity(claimed.len());
         for (i, item) in claimed.iter().enumerate() {
-            match &outcomes[i] {
-                Outcome::Failed(e) if e.is_permanent() => {}
-                Outcome::Failed(_) | Outcome::HeldBack => {
-                    blocked.insert(&item.conversation_id);
-                }
-                Outcome::Accepted if blocked.contains(&item.conversation_id) => {
-                    outcomes[i] = Outcome::HeldBack;
-                }
-                Outcome::Accepted => indexes.push(i),
+            let row = progress.rows.entry(item.id).or_default();
+            if row.settled(t) {
+                continue;
+            }
+            if blocked.contains(&item.conversation_id) {
+                pending[i] = true;
+            } else {
+                indexes.push(i);
             }
         }
         if indexes.is_empty() {
@@ -228,37 +265,56 @@ async fn deliver_round(
         let batch: Vec<Event> = indexes.iter().map(|&i| events[i].clone()).collect();
         let results = transport.deliver_batch(&batch).await;
         for (&i, result) in indexes.iter().zip(results) {
-            if let Err(err) = result {
-                outcomes[i] = Outcome::Failed(err);
+            let row = progress.rows.entry(claimed[i].id).or_default();
+            match result {
+                Ok(()) => row.record(t, false),
+                Err(err) if err.is_permanent() => {
+                    row.record(t, true);
+                    row.refusal.get_or_insert_with(|| err.to_string());
+                }
+                Err(err) => {
+                    blocked.insert(&claimed[i].conversation_id);
+                    pending[i] = true;
+                    errors[i] = Some(err);
+                }
             }
         }
     }
     let mut done = Vec::with_capacity(claimed.len());
     let mut all_out = true;
-    for (item, outcome) in claimed.iter().zip(outcomes) {
-        match outcome {
-            Outcome::Accepted => done.push(item.id),
-            Outcome::HeldBack => all_out = false,
-            Outcome::Failed(err) => {
-                let refused = err.is_permanent();
-                all_out &= refused;
-                if refused {
-                    tracing::warn!(
-                        conversation = %item.conversation_id,
-                        event = %item.event,
-                        %err,
-                        "a transport refused the event for good; it stays in the outbox, not retried"
-                    );
-                } else {
-                    tracing::warn!(
-                        conversation = %item.conversation_id,
-                        event = %item.event,
-                        %err,
-                        "delivery failed; the event stays pending"
-                    );
-                }
-                if let Err(e) = store.fail_outbox(item.id, &err.to_string(), refused).await {
-                    tracing::warn!(%e, "recording the failed delivery failed");
+    for (i, item) in claimed.iter().enumerate() {
+        if pending[i] {
+            all_out = false;
+            // Held back behind an earlier row: nothing to record.
+            let Some(err) = errors[i].take() else {
+                continue;
+            };
+            tracing::warn!(
+                conversation = %item.conversation_id,
+                event = %item.event,
+                %err,
+                "delivery failed; the event stays pending"
+            );
+            if let Err(e) = store.fail_outbox(item.id, &err.to_string(), false).await {
+                tracing::warn!(%e, "recording the failed delivery failed");
+            }
+            continue;
+        }
+        match progress
+            .rows
+            .get(&item.id)
+            .and_then(|r| r.refusal.as_deref())
+        {
+            None => done.push(item.id),
+            Some(reason) => {
+                tracing::warn!(
+                    conversation = %item.conversation_id,
+                    event = %item.event,
+                    reason,
+                    "a transport refused the event for good; it stays in the outbox, not retried"
+                );
+                if let Err(e) = store.fail_outbox(item.id, reason, true).await {
+                    tracing::warn!(%e, "recording the refused delivery failed");
                 }
             }
         }

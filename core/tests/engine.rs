@@ -295,3 +295,92 @@ async fn shutdown_ends_subscriptions_after_what_they_hold() {
         "a subscription after shutdown is already ended"
     );
 }
+
+/// Every delivered body, in order, with a watch on how many there are.
+struct Recorder {
+    bodies: std::sync::Mutex<Vec<String>>,
+    count: tokio::sync::watch::Sender<usize>,
+}
+
+impl Recorder {
+    fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            bodies: Default::default(),
+            count: tokio::sync::watch::channel(0).0,
+        })
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<String> {
+        let mut count = self.count.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), count.wait_for(|c| *c >= n))
+            .await
+            .unwrap_or_else(|_| panic!("{n} deliveries expected, got {:?}", self.bodies))
+            .expect("recorder alive");
+        self.bodies.lock().expect("lock").clone()
+    }
+}
+
+#[async_trait]
+impl Transport for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    async fn deliver(&self, _channel: &str, _event: &str, payload: Bytes) -> tidings::Result<()> {
+        let body = serde_json::from_slice::<Message>(&payload)
+            .expect("json")
+            .body;
+        let mut bodies = self.bodies.lock().expect("lock");
+        bodies.push(body);
+        self.count.send_replace(bodies.len());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_transport_that_is_down_holds_back_only_itself() {
+    let down = Arc::new(Flaky {
+        up: AtomicBool::new(false),
+        delivered: Default::default(),
+    });
+    let live = Recorder::new();
+    // The failing transport comes first: the live one must not wait for it.
+    let engine = Engine::builder()
+        .config(EngineConfig::with_store("memory:"))
+        .transport(down.clone())
+        .transport(live.clone())
+        .build()
+        .await
+        .expect("engine");
+    for i in 1..=3 {
+        engine
+            .send(SendRequest::to("1", "18", format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    assert_eq!(live.wait_for(3).await, ["m1", "m2", "m3"]);
+    let pending = engine.pending_deliveries(10).await.expect("pending");
+    assert_eq!(pending.len(), 3, "still owed to the transport that is down");
+
+    // Back up: it gets all three in order; the live one gets nothing twice.
+    down.up.store(true, Ordering::SeqCst);
+    engine
+        .send(SendRequest::to("18", "1", "m4"))
+        .await
+        .expect("send");
+    assert_eq!(live.wait_for(4).await, ["m1", "m2", "m3", "m4"]);
+    engine.shutdown().await;
+    let bodies: Vec<String> = down
+        .delivered
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, _, p)| serde_json::from_slice::<Message>(p).expect("json").body)
+        .collect();
+    assert_eq!(bodies, ["m1", "m2", "m3", "m4"]);
+    assert_eq!(live.bodies.lock().expect("lock").len(), 4, "no duplicates");
+    assert!(engine
+        .pending_deliveries(10)
+        .await
+        .expect("pending")
+        .is_empty());
+}
