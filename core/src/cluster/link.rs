@@ -67,7 +67,9 @@ pub enum Op {
 }
 
 impl Op {
-    fn is_state(&self) -> bool {
+    /// Part of the node's share (replaced whole by a resync).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn is_state(&self) -> bool {
         !matches!(
             self,
             Op::Publish { .. } | Op::Terminate { .. } | Op::Flush(_)
@@ -124,6 +126,7 @@ impl ClusterLink {
 
     /// Set by the adapter only, under the hub's lock (see
     /// [`Hub::cluster_snapshot`](crate::broker::hub::Hub::cluster_snapshot)).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Release);
     }
@@ -175,14 +178,17 @@ impl ClusterLink {
     }
 
     /// The adapter asks whether a resync was requested (and clears it).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn take_resync(&self) -> bool {
         self.resync.swap(false, Ordering::AcqRel)
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) async fn resync_requested(&self) {
         self.resync_wake.notified().await;
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_state(&self, state: Arc<dyn ClusterState>) {
         let _ = self.state.set(state);
     }

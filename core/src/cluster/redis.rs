@@ -388,19 +388,18 @@ impl Adapter {
             return Err(Ended::Stopped);
         };
         let link = self.link.clone();
-        let mut stale = Vec::new();
+        let mut queued = Vec::new();
         let share = app.hub.cluster_snapshot(|| {
-            // Queued before this point: already part of the share (state),
-            // or events from while the cluster was down (delivered here).
+            // Queued before this point: state is part of the share; events
+            // and terminations still go out, after it.
             while let Ok(op) = queue.try_recv() {
-                stale.push(op);
+                if !op.is_state() {
+                    queued.push(op);
+                }
             }
             let _ = link.take_resync();
             link.set_up(true);
         });
-        for op in stale {
-            self.offline(op);
-        }
         let mut cmd = self.script(Script::Replace);
         cmd.arg(&*self.node)
             .arg(flag(self.counted))
@@ -418,7 +417,7 @@ impl Adapter {
         self.run_script(conn, Script::Replace, cmd).await?;
         let (members, cached) = self.read_cluster(conn).await?;
         app.hub.cluster_resync(members, cached);
-        Ok(())
+        self.execute(conn, &mut queued).await
     }
 
     /// Every presence channel's members and every cache channel's event.

@@ -779,11 +779,14 @@ impl Store for PostgresStore {
     }
 }
 
+/// A claimed outbox row: id, conversation key, event, payload, message.
+type ClaimedRow<'a> = (OutboxId, &'a str, String, Option<String>, Option<MessageId>);
+
 /// Outbox rows as items: `new-message` rows carry no payload, so it is built
 /// from their messages.
 async fn outbox_items<C: GenericClient>(
     client: &C,
-    claimed: Vec<(OutboxId, &str, String, Option<String>, Option<MessageId>)>,
+    claimed: Vec<ClaimedRow<'_>>,
 ) -> Result<Vec<OutboxItem>> {
     let wanted: Vec<MessageId> = claimed
         .iter()
