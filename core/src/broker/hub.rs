@@ -777,12 +777,14 @@ impl Hub {
     ) {
         let mut members = members;
         let mut channels = self.write();
-        let names: Vec<String> = channels
+        let mut names: Vec<String> = channels
             .iter()
             .filter(|(_, c)| !c.cluster_members.is_empty())
             .map(|(n, _)| n.clone())
             .chain(members.keys().cloned())
             .collect();
+        names.sort_unstable();
+        names.dedup();
         for name in names {
             let new = members.remove(&name).unwrap_or_default();
             let channel = channels.entry(name.clone()).or_default();
@@ -876,4 +878,60 @@ fn presence_data(channel: &Channel, me: Option<&str>, clustered: bool) -> String
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(rx: &mut mpsc::Receiver<Frame>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            let v: serde_json::Value = serde_json::from_str(f.as_str()).unwrap();
+            let data: serde_json::Value =
+                serde_json::from_str(v["data"].as_str().unwrap_or("{}")).unwrap_or_default();
+            out.push(format!(
+                "{} {}",
+                v["event"].as_str().unwrap(),
+                data["user_id"]
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn a_cluster_resync_tells_subscribers_only_what_changed() {
+        let hub = Hub::new(
+            &AppConfig::new("1", "k", "secret-123"),
+            HubSettings::default(),
+        );
+        let (link, _queue) = ClusterLink::new("node".into());
+        hub.join_cluster(link);
+        let (conn, mut rx) = ConnHandle::new("1.1".into(), 64);
+        // Redis is down (the link is not up): served as one node.
+        let ok = hub
+            .subscribe("presence-x", &conn, Some(("u2", "{}")))
+            .unwrap();
+        assert!(ok.data.contains(r#""count":1"#), "{}", ok.data);
+        hub.cluster_member_added("presence-x", "u1", "{}", "");
+        hub.cluster_member_added("presence-x", "u1", "{}", "");
+        assert_eq!(
+            frames(&mut rx),
+            [r#"pusher_internal:member_added "u1""#],
+            "a member is told once"
+        );
+        let snapshot = HashMap::from([(
+            "presence-x".to_owned(),
+            HashMap::from([
+                ("u1".to_owned(), "{}".to_owned()),
+                ("u2".to_owned(), "{}".to_owned()),
+                ("u3".to_owned(), "{}".to_owned()),
+            ]),
+        )]);
+        hub.cluster_resync(snapshot, Vec::new());
+        assert_eq!(frames(&mut rx), [r#"pusher_internal:member_added "u3""#]);
+        hub.cluster_member_removed("presence-x", "u3");
+        assert_eq!(frames(&mut rx), [r#"pusher_internal:member_removed "u3""#]);
+        assert_eq!(hub.presence_users("presence-x"), ["u1", "u2"]);
+    }
 }

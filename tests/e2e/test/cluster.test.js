@@ -430,6 +430,9 @@ test('Redis stopped and restarted: nodes serve alone, then delivery resumes and 
   const joined = waitEvent(c1, 'pusher:member_added', { what: 'u2 through Redis' });
   const c2 = await subscribed(u2, channel);
   await joined;
+  const c2log = [];
+  c2.bind('pusher:member_added', (m) => c2log.push(`+${m.id}`));
+  c2.bind('pusher:member_removed', (m) => c2log.push(`-${m.id}`));
   const onB = collect(c2, 'tick');
   const onA = collect(c1, 'tick');
   await serverSdk(a).trigger(channel, 'tick', { n: 0 });
@@ -465,6 +468,9 @@ test('Redis stopped and restarted: nodes serve alone, then delivery resumes and 
       const users = await (await serverSdk(node).get({ path: `/channels/${channel}/users` })).json();
       assert.deepEqual(users.users.map((u) => u.id), ['u1', 'u2', 'u3']);
     }
+    // What u2 was told: u3 came, and nobody left (u1 stayed throughout).
+    assert.ok(!c2log.includes('-u1') || c2log.lastIndexOf('+u1') > c2log.lastIndexOf('-u1'), `u2 saw ${c2log}`);
+    assert.equal(c2log.filter((e) => e === '-u3').length, 0, `u2 saw ${c2log}`);
     const late = track(await connected(b, { presence: { user_id: 'u4' } }));
     const lateCh = await subscribed(late, channel);
     assert.deepEqual(Object.keys(lateCh.subscribedData.members).sort(), ['u1', 'u2', 'u3', 'u4']);
