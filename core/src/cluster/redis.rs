@@ -311,8 +311,8 @@ impl Adapter {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let confirm_at = self.next_confirm;
+            // Unbiased: a busy bus must not starve this node's own queue.
             let step: std::result::Result<(), Ended> = tokio::select! {
-                biased;
                 _ = stop.changed() => return self.leave(&mut conn, queue).await,
                 message = stream.next() => match message {
                     Some(message) => {
