@@ -384,6 +384,24 @@ async fn events_reach_every_node_once_in_order_and_presence_and_counts_are_clust
     let mut p1 = Client::connect(addrs[0]).await;
     let first = p1.subscribe(room, Some("u1")).await;
     assert_eq!(first["presence"]["ids"], json!(["u1"]));
+    // Joins on two nodes less than a Redis round trip apart are not
+    // ordered (subscribe answers from the node's mirror at once): let
+    // u1's join be known before u2's.
+    eventually("u1 listed", || async {
+        let users = api(
+            addrs[1],
+            &app,
+            "GET",
+            &format!("/channels/{room}/users"),
+            None,
+        )
+        .await;
+        users == json!({ "users": [{ "id": "u1" }] })
+    })
+    .await;
+    // And node 2 read the bus past it (a marker to its news subscriber).
+    trigger(addrs[0], &app, channel, "marker", json!({}), None).await;
+    subs[1].next(|f| f["event"] == "marker").await;
     let mut p2 = Client::connect(addrs[1]).await;
     let second = p2.subscribe(room, Some("u2")).await;
     assert_eq!(second["presence"]["ids"], json!(["u1", "u2"]));
