@@ -659,7 +659,11 @@ async fn a_node_killed_with_sigkill_is_swept_within_the_bound() {
         users == json!({ "users": [{ "id": "watcher" }] })
     })
     .await;
+    // And the doomed node read the bus past it (a marker on another channel).
     let mut victim = Client::connect(addr).await;
+    victim.subscribe("barrier", None).await;
+    trigger(survivor.addr, &app, "barrier", "marker", json!({}), None).await;
+    victim.next(|f| f["event"] == "marker").await;
     let joined = victim.subscribe("presence-doomed", Some("victim")).await;
     assert_eq!(joined["presence"]["count"], 2);
     watcher
