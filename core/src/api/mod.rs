@@ -21,6 +21,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::{EngineConfig, TransportConfig};
 
+/// How long a clustered node waits for Redis before it serves alone.
+const CLUSTER_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Everything `tidings serve` needs, after flags, env and file are merged.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -73,6 +76,17 @@ impl Server {
             None => None,
         };
         crate::broker::webhook::start_all(&broker, &handle);
+        if let (Some(cluster), Some(settings)) = (&cluster, &config.broker.cluster) {
+            // Serve once the other nodes can be reached, or alone if Redis
+            // does not answer soon (it is retried in the background).
+            if !cluster.wait_connected(CLUSTER_CONNECT_WAIT).await {
+                tracing::warn!(
+                    redis = %crate::store::redact_url(&settings.url),
+                    "Redis did not answer within {CLUSTER_CONNECT_WAIT:?}; serving this node's \
+                     subscribers alone until it does"
+                );
+            }
+        }
         let mut transports = config.transports.clone();
         if !transports.contains(&TransportConfig::Broker) {
             transports.insert(0, TransportConfig::Broker);

@@ -100,6 +100,8 @@ impl ClusterSettings {
 pub struct Cluster {
     node_id: Arc<str>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    links: Vec<Arc<ClusterLink>>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     stop: tokio::sync::watch::Sender<bool>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -108,6 +110,22 @@ impl Cluster {
     /// This node's id, as the others see it.
     pub fn node_id(&self) -> &str {
         &self.node_id
+    }
+
+    /// Waits until every app is connected and synchronised, at most
+    /// `within`; `false` when Redis did not answer in time (the node then
+    /// serves alone and keeps trying).
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.links.iter().all(|l| l.is_up()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Sends what is queued, takes this node's share out of Redis (its

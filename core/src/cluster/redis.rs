@@ -64,8 +64,10 @@ pub(super) fn start(
     let node: Arc<str> = node_id.into();
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
+    let mut links = Vec::new();
     for app in broker.apps.iter() {
         let (link, queue) = ClusterLink::new(node.clone());
+        links.push(link.clone());
         let prefix = format!("tidings:{{{}}}", app.config.id);
         let state = Arc::new(RedisState {
             prefix: prefix.clone(),
@@ -94,6 +96,7 @@ pub(super) fn start(
     }
     Ok(Cluster {
         node_id: node,
+        links,
         stop,
         tasks: std::sync::Mutex::new(tasks),
     })
