@@ -472,7 +472,10 @@ class Server {
     if (token !== kCreate) throw new TypeError('use Server.start(config)');
     this.#handle = handle;
     this.#address = address;
-    this.#keepAlive = setInterval(() => {}, 1 << 30);
+    // Keeps the process alive while the server runs, and keeps this object
+    // reachable (so never collected, which would free the server).
+    const self = this;
+    this.#keepAlive = setInterval(() => self, 1 << 30);
   }
 
   /** Starts a server; `{"listen": "127.0.0.1:0"}` picks a free port. */

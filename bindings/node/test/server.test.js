@@ -87,3 +87,27 @@ test('two servers on free ports at once', async () => {
   assert.notEqual(a.port, b.port);
   await Promise.all([a.close(), b.close()]);
 });
+
+test('a running server nobody references is not collected (it would be stopped)', async () => {
+  const v8 = require('node:v8');
+  const vm = require('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc');
+  let port;
+  let weak;
+  await (async () => {
+    const server = await Server.start(config());
+    port = server.port;
+    weak = new WeakRef(server);
+  })();
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const server = weak.deref();
+  assert.ok(server, 'the server object was collected');
+  const res = await fetch(`http://127.0.0.1:${port}/apps/1/channels`);
+  assert.ok(res.status > 0);
+  await res.arrayBuffer();
+  await server.close();
+});

@@ -13,8 +13,8 @@ interface Message {
   created_at: number;
 }
 
-export function Chat({ me, peer, channel }: { me: string; peer: string; channel: string }) {
-  const [messages, setMessages] = useState<Message[]>([]);
+export function Chat({ me, peer, channel, initial }: { me: string; peer: string; channel: string; initial: Message[] }) {
+  const [messages, setMessages] = useState<Message[]>(initial);
   const [draft, setDraft] = useState('');
   const [error, setError] = useState<string | null>(null);
 
