@@ -324,6 +324,11 @@ async fn deliver_round(
         tracing::warn!(%err, "acknowledging deliveries failed");
         return false;
     }
+    // Gone from the store: a backend may give a later row the same id
+    // (SQLite reuses the highest one), which must start afresh.
+    for id in &done {
+        progress.rows.remove(id);
+    }
     all_out
 }
 

@@ -6,13 +6,19 @@
 //!
 //! Per app, one pub/sub channel (`tidings:{APP_ID}:bus`). An event
 //! published on a node (HTTP API, engine/chat API through the broker
-//! transport, client events) is fanned out to that node's subscribers at
-//! once and PUBLISHed once, in an envelope naming the origin node and the
-//! excluded `socket_id`; every other node receives it once and fans it out
-//! to its own subscribers with the same zero-copy fan-out, so the payload
-//! crosses Redis once per event. A node's outgoing messages leave in one
-//! ordered queue over one connection, so events keep their publish order
-//! per channel; a node ignores its own events.
+//! transport, client events) is PUBLISHed once, in an envelope naming the
+//! origin node, its sequence number there and the excluded `socket_id`;
+//! every node receives it once and fans it out to its own subscribers with
+//! the same zero-copy fan-out, so the payload crosses Redis once per event.
+//! The origin node knows its own events by the node id: it does not decode
+//! them but fans out the frame it kept, when the event comes back. So every
+//! subscriber on every node sees the events of an app in one order, the
+//! order Redis received them (a trigger answered on one node comes before
+//! a later trigger on another, for everyone), at the price of one Redis
+//! round trip for local subscribers too. A node's outgoing messages leave
+//! in one ordered queue over one connection. While Redis is unreachable
+//! events go to local subscribers at once; events sent but not back when
+//! the connection broke are delivered locally then.
 //!
 //! ## Cluster-wide state
 //!
@@ -49,6 +55,19 @@
 //! subscribers what changed meanwhile. Events published elsewhere while a
 //! node was cut off do not reach it (pub/sub keeps no history): stored
 //! messages are fetched by seq, as after any reconnect.
+
+//!
+//! ## Limits
+//!
+//! A subscribe answers from the node's mirror at once, so two presence
+//! joins on two nodes less than a Redis round trip apart may each list
+//! themselves without the other; the `member_added` follows a moment
+//! later. The presence member limit is checked against the mirror, so
+//! simultaneous joins on several nodes can pass it by a few. Every key of
+//! an app carries the hash tag `{APP_ID}` and the bus is one channel per
+//! app (ready for a Redis Cluster slot and sharded pub/sub), but the
+//! scripts derive their keys from the prefix, and the adapter speaks to one
+//! Redis server (PUBLISH, not SPUBLISH).
 
 pub mod envelope;
 pub mod link;
