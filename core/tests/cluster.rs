@@ -379,6 +379,29 @@ async fn events_reach_every_node_once_in_order_and_presence_and_counts_are_clust
         assert_eq!(got, i != 0, "subscriber {i}");
     }
 
+    // Cache channels: the last event is known on every node, and to a node
+    // that starts later (read from Redis when it joins).
+    trigger(
+        addrs[0],
+        &app,
+        "cache-news",
+        "latest",
+        json!({ "v": 1 }),
+        None,
+    )
+    .await;
+    trigger(addrs[0], &app, channel, "marker", json!({}), None).await;
+    subs[1].next(|f| f["event"] == "marker").await;
+    let late = node(&app, &store, &redis).await;
+    for addr in [addrs[1], late.addr] {
+        let mut c = Client::connect(addr).await;
+        c.subscribe("cache-news", None).await;
+        let first = c.next(|f| f["channel"] == "cache-news").await;
+        assert_eq!(first["event"], "latest", "{first}");
+        assert_eq!(first["parsed"]["v"], 1);
+    }
+    drop(late);
+
     // Presence: per user across nodes, full lists on subscribe.
     let room = "presence-room";
     let mut p1 = Client::connect(addrs[0]).await;
