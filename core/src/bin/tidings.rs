@@ -161,6 +161,9 @@ fn duration_arg(arg: &str) -> Result<std::time::Duration, String> {
     if d.is_zero() {
         return Err(format!("{arg:?}: must be more than zero"));
     }
+    if d > std::time::Duration::from_secs(24 * 3600) {
+        return Err(format!("{arg:?}: must be at most 24h"));
+    }
     Ok(d)
 }
 

@@ -111,7 +111,7 @@ impl ClusterSettings {
 
     /// The longest a dead node's members stay listed.
     pub fn death_bound(&self) -> Duration {
-        self.node_ttl + self.sweep_interval
+        self.node_ttl.saturating_add(self.sweep_interval)
     }
 }
 

@@ -158,7 +158,7 @@ fn ms(d: Duration) -> u64 {
 
 impl Adapter {
     fn heartbeat_every(&self) -> Duration {
-        (self.settings.node_ttl / 3).max(Duration::from_millis(50))
+        (self.settings.node_ttl / 3).clamp(Duration::from_millis(50), Duration::from_secs(3600))
     }
 
     async fn run(mut self, mut queue: mpsc::Receiver<Op>, mut stop: watch::Receiver<bool>) {
@@ -307,7 +307,10 @@ impl Adapter {
         let beat = self.heartbeat_every();
         let mut heartbeat = tokio::time::interval_at(Instant::now() + beat, beat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let sweep_every = self.settings.sweep_interval.max(Duration::from_millis(50));
+        let sweep_every = self
+            .settings
+            .sweep_interval
+            .clamp(Duration::from_millis(50), Duration::from_secs(3600));
         let mut sweep = tokio::time::interval(sweep_every);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard_own_heartbeat = Instant::now();
@@ -751,7 +754,8 @@ impl Adapter {
                     user_id: user,
                 }),
                 Outcome::Pending { delay_ms } | Outcome::Next(delay_ms) => {
-                    let at = Instant::now() + Duration::from_millis(delay_ms + 20);
+                    let wait = Duration::from_millis(delay_ms.saturating_add(20).min(3_600_000));
+                    let at = Instant::now() + wait;
                     self.next_confirm = Some(self.next_confirm.map_or(at, |t| t.min(at)));
                 }
                 Outcome::Swept(node) => {
