@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, RedisWrite, ToRedisArgs};
 use tokio::sync::{mpsc, watch};
@@ -322,10 +322,27 @@ impl Adapter {
                 _ = stop.changed() => return self.leave(&mut conn, queue).await,
                 message = stream.next() => match message {
                     Some(message) => {
-                        if self.on_bus(message.get_payload_bytes()) {
+                        let mut own = self.on_bus(message.get_payload_bytes());
+                        let mut open = true;
+                        // Whatever else already arrived, without another select.
+                        for _ in 1..BATCH {
+                            match stream.next().now_or_never() {
+                                Some(Some(message)) => own |= self.on_bus(message.get_payload_bytes()),
+                                Some(None) => {
+                                    open = false;
+                                    break;
+                                }
+                                None => break,
+                            }
+                        }
+                        if own {
                             heard_own_heartbeat = Instant::now();
                         }
-                        Ok(())
+                        if open {
+                            Ok(())
+                        } else {
+                            Err(Ended::Lost("the Redis subscription connection closed".into()))
+                        }
                     }
                     None => Err(Ended::Lost("the Redis subscription connection closed".into())),
                 },
