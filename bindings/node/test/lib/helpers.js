@@ -6,12 +6,6 @@ const path = require('node:path');
 
 const DEFAULT_TIMEOUT_MS = 5000;
 
-// A known bug of the engine (core), not of the addon: since the outbox keeps
-// its progress per transport, a new-message now and then never reaches the
-// event streams when many sends run at once on SQLite (one of 800, such as
-// seq 1 of one conversation, not within 60 s). Checks that every event
-// arrives under such load run as `todo` until it is fixed.
-const KNOWN_LOST_EVENT = 'core bug: under concurrent SQLite sends a new-message can miss the event streams';
 
 /** Rejects if `promise` has not settled within `ms`. */
 function deadline(promise, ms = DEFAULT_TIMEOUT_MS, what = 'a result') {
@@ -81,4 +75,4 @@ function escape(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-module.exports = { deadline, nextEvent, collect, scratch, rejectsWith, throwsWith, DEFAULT_TIMEOUT_MS, KNOWN_LOST_EVENT };
+module.exports = { deadline, nextEvent, collect, scratch, rejectsWith, throwsWith, DEFAULT_TIMEOUT_MS };
