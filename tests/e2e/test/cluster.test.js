@@ -387,6 +387,11 @@ test('a node killed with SIGKILL: its members leave within the bound, another no
   assert.ok(left <= DEATH_BOUND_MS + SLACK_MS, `members left ${left} ms after the kill`);
   const users = await (await serverSdk(n3()).get({ path: `/channels/${presence}/users` })).json();
   assert.deepEqual(users.users.map((u) => u.id), ['watcher']);
+  // Its member_removed webhook, once, from a live node, after the leave delay.
+  await webhooks.waitFor((e) => e.name === 'member_removed' && e.channel === presence && e.user_id === 'victim', {
+    path: '/hooks',
+    timeout: DEATH_BOUND_MS + 3000 + SLACK_MS,
+  });
 
   await until(() => delivered.length > 0, {
     timeout: LEASE_MS + SLACK_MS + 2000,
@@ -394,6 +399,10 @@ test('a node killed with SIGKILL: its members leave within the bound, another no
   });
   assert.equal(delivered[0].data.body, 'sent just before the crash');
   assert.equal(delivered[0].data.seq, 1);
+  const removedHooks = webhooks
+    .events('/hooks')
+    .filter(({ event }) => event.name === 'member_removed' && event.channel === presence && event.user_id === 'victim');
+  assert.equal(removedHooks.length, 1, 'one member_removed webhook for the cluster');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
