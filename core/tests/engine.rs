@@ -384,3 +384,40 @@ async fn a_transport_that_is_down_holds_back_only_itself() {
         .expect("pending")
         .is_empty());
 }
+
+/// SQLite gives a new row the highest deleted id again: a row delivered
+/// and acknowledged must not make a later row with its id count as sent.
+#[tokio::test]
+async fn a_new_outbox_row_with_a_reused_id_is_still_delivered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let live = Recorder::new();
+    let engine = Engine::builder()
+        .config(EngineConfig::with_store(format!(
+            "sqlite://{}/t.db",
+            dir.path().display()
+        )))
+        .transport(live.clone())
+        .build()
+        .await
+        .expect("engine");
+    for i in 1..=3 {
+        engine
+            .send(SendRequest::to("1", "18", format!("m{i}")))
+            .await
+            .expect("send");
+        live.wait_for(i).await;
+        // Acknowledged (deleted) before the next send takes its id.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !engine
+            .pending_deliveries(10)
+            .await
+            .expect("pending")
+            .is_empty()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "m{i} never acked");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(live.wait_for(3).await, ["m1", "m2", "m3"]);
+    engine.shutdown().await;
+}
