@@ -389,3 +389,221 @@ async fn oversized_messages_go_out_truncated_and_are_fetched_by_id() {
     assert_eq!(engine.message(sent.message.id).await.unwrap().body, body);
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_is_refused_with_the_reason_and_never_retried() {
+    let (fake, addr) = fake_endpoint().await;
+    let engine = Engine::open(EngineConfig {
+        store: "memory:".into(),
+        transports: vec![TransportConfig::Pusher {
+            url: format!("http://{KEY}:not-the-secret@{addr}/apps/9"),
+            timeout_ms: 2_000,
+            attempts: 3,
+        }],
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    for (i, body) in ["m1", "m2"].iter().enumerate() {
+        engine
+            .send(SendRequest::to("1", "18", *body))
+            .await
+            .unwrap();
+        let rows = outbox_rows_until(&engine, "refused rows", |rows| {
+            rows.iter().filter(|r| r.refused).count() == i + 1
+        })
+        .await;
+        for row in rows {
+            let reason = row.last_error.unwrap_or_default();
+            assert!(reason.contains("401"), "{reason}");
+            assert!(reason.contains("Invalid signature"), "{reason}");
+            assert_eq!(row.attempts, 1, "refused rows are not tried again");
+        }
+    }
+    // One request per message: neither was retried, nor m1 with m2.
+    assert_eq!(*fake.bad_signatures.lock().unwrap(), 2);
+    engine.shutdown().await;
+}
+
+/// A `tidings serve` that the tests can stop and start again on its port.
+#[cfg(feature = "broker")]
+mod restarting {
+    use std::net::SocketAddr;
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tidings::api::{ServeConfig, Server};
+    use tidings::broker::AppConfig;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::{oneshot, watch};
+    use tokio_tungstenite::tungstenite::Message as Ws;
+
+    pub const APP: (&str, &str, &str) = ("31", "restart-key", "restart-secret-42");
+
+    pub struct Running {
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<tidings::Result<()>>,
+    }
+
+    pub async fn serve(listen: SocketAddr, dir: &std::path::Path) -> (SocketAddr, Running) {
+        let server = Server::bind(ServeConfig {
+            listen,
+            data_dir: dir.to_path_buf(),
+            store: "memory:".into(),
+            apps: vec![AppConfig::new(APP.0, APP.1, APP.2)],
+            demo: false,
+            plugins: Vec::new(),
+            broker: Default::default(),
+            transports: Vec::new(),
+        })
+        .await
+        .expect("bind");
+        let addr = server.local_addr().expect("address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        (addr, Running { stop, task })
+    }
+
+    impl Running {
+        pub async fn stop(self) {
+            let _ = self.stop.send(());
+            self.task.await.expect("server task").expect("server");
+        }
+    }
+
+    /// Forwards connections to `upstream` while the gate is open; while it
+    /// is closed, connections are dropped at once (the way a host that is
+    /// down looks to a client).
+    pub async fn gated_proxy(upstream: SocketAddr) -> (SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (gate, open) = watch::channel(true);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !*open.borrow() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        (addr, gate)
+    }
+
+    pub struct Subscriber {
+        ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
+    }
+
+    impl Subscriber {
+        /// Connected and subscribed to `channel` (signed like an auth endpoint would).
+        pub async fn on(addr: SocketAddr, channel: &str) -> Subscriber {
+            let url = format!("ws://{addr}/app/{}?protocol=7&client=test&version=1", APP.1);
+            let (ws, _) = tokio_tungstenite::connect_async(url)
+                .await
+                .expect("connect");
+            let mut s = Subscriber { ws };
+            let hello = s.frame().await;
+            let data: Value = serde_json::from_str(hello["data"].as_str().unwrap()).unwrap();
+            let socket_id = data["socket_id"].as_str().unwrap();
+            let auth = tidings::signature::channel_auth(APP.1, APP.2, socket_id, channel);
+            let subscribe =
+                json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth}});
+            s.ws.send(Ws::Text(subscribe.to_string().into()))
+                .await
+                .unwrap();
+            loop {
+                let f = s.frame().await;
+                assert_ne!(f["event"], "pusher:error", "{f}");
+                if f["event"] == "pusher_internal:subscription_succeeded" {
+                    return s;
+                }
+            }
+        }
+
+        pub async fn frame(&mut self) -> Value {
+            let deadline = std::time::Duration::from_secs(30);
+            loop {
+                match tokio::time::timeout(deadline, self.ws.next()).await {
+                    Ok(Some(Ok(Ws::Text(t)))) => return serde_json::from_str(t.as_str()).unwrap(),
+                    Ok(Some(Ok(_))) => continue,
+                    other => panic!("no frame within {deadline:?}: {other:?}"),
+                }
+            }
+        }
+
+        /// The seq of the next `new-message`.
+        pub async fn next_seq(&mut self) -> i64 {
+            loop {
+                let f = self.frame().await;
+                if f["event"] == "new-message" {
+                    let m: Value = serde_json::from_str(f["data"].as_str().unwrap()).unwrap();
+                    return m["seq"].as_i64().unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tidings_serve_that_restarts_gets_what_was_sent_meanwhile_in_order() {
+    use restarting::{gated_proxy, serve, Subscriber, APP};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, running) = serve("127.0.0.1:0".parse().unwrap(), dir.path()).await;
+    let (via, gate) = gated_proxy(addr).await;
+    let engine = Engine::open(EngineConfig {
+        store: "memory:".into(),
+        transports: vec![TransportConfig::Pusher {
+            url: format!("http://{}:{}@{via}/apps/{}", APP.1, APP.2, APP.0),
+            timeout_ms: 1_000,
+            attempts: 2,
+        }],
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    let channel = "private-conversation-1-18";
+    let mut before = Subscriber::on(addr, channel).await;
+    for i in 1..=2 {
+        engine
+            .send(SendRequest::to("1", "18", format!("m{i}")))
+            .await
+            .unwrap();
+        assert_eq!(before.next_seq().await, i);
+    }
+
+    // The server goes away; sends go on and are kept.
+    gate.send_replace(false);
+    running.stop().await;
+    for i in 3..=5 {
+        engine
+            .send(SendRequest::to("18", "1", format!("m{i}")))
+            .await
+            .expect("accepted while the server is down");
+    }
+    outbox_rows_until(&engine, "failed attempts", |rows| {
+        rows.len() == 3 && rows.iter().all(|r| r.attempts > 0 && !r.refused)
+    })
+    .await;
+
+    // Back on the same port, with a subscriber listening before the
+    // engine can reach it again: it gets the missed messages, then a new one.
+    let (again, running) = serve(addr, dir.path()).await;
+    assert_eq!(again, addr);
+    let mut after = Subscriber::on(addr, channel).await;
+    gate.send_replace(true);
+    engine.send(SendRequest::to("1", "18", "m6")).await.unwrap();
+    let mut seqs = Vec::new();
+    for _ in 3..=6 {
+        seqs.push(after.next_seq().await);
+    }
+    assert_eq!(seqs, [3, 4, 5, 6]);
+    outbox_rows_until(&engine, "the outbox to drain", Vec::is_empty).await;
+    engine.shutdown().await;
+    running.stop().await;
+}
