@@ -73,6 +73,13 @@ async fn run() {
             Box::new(move || Box::pin(engine_sends(f(), SENDERS, CONCURRENT_SENDS))),
         ));
     }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite engine.send, 64 senders, profanity-filter plugin",
+            Box::new(move || Box::pin(engine_sends_filtered(f(), SENDERS, CONCURRENT_SENDS))),
+        ));
+    }
     #[cfg(feature = "postgres")]
     if let Ok(pg) = std::env::var("TIDINGS_BENCH_POSTGRES_URL") {
         let (pg2, pg3) = (pg.clone(), pg.clone());
@@ -155,6 +162,38 @@ async fn engine_sends(url: String, senders: usize, total: usize) -> f64 {
     let engine = Engine::open(EngineConfig::with_store(url))
         .await
         .expect("engine");
+    send_all(&engine, senders, total).await
+}
+
+/// The same sends through a compiled-in profanity filter; also prints the
+/// mean and max time of its `before_send` hook.
+async fn engine_sends_filtered(url: String, senders: usize, total: usize) -> f64 {
+    let engine = Engine::builder()
+        .config(EngineConfig::with_store(url))
+        .plugin(
+            tidings_plugin::descriptor::<profanity_filter::ProfanityFilter>(),
+            serde_json::json!({"words": ["darn", "heck", "tomorrow"]}),
+        )
+        .build()
+        .await
+        .expect("engine");
+    let rate = send_all(&engine, senders, total).await;
+    for status in engine.plugins() {
+        for hook in status.hooks.iter().filter(|h| h.calls > 0) {
+            eprintln!(
+                "  {} {}: {} calls, mean {:.1} us, max {} us",
+                status.name,
+                hook.hook,
+                hook.calls,
+                hook.total_us as f64 / hook.calls as f64,
+                hook.max_us
+            );
+        }
+    }
+    rate
+}
+
+async fn send_all(engine: &Engine, senders: usize, total: usize) -> f64 {
     let per = total / senders;
     let start = Instant::now();
     let mut tasks = Vec::new();
