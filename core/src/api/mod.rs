@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -152,7 +153,15 @@ impl Server {
             shutdown.await;
             broker.close_all();
         };
-        let result = axum::serve(self.listener, self.router)
+        // Events are small frames written as they happen: without
+        // TCP_NODELAY, Nagle holds each one until the previous is acked
+        // (tens of milliseconds behind a delayed ACK).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
+        let result = axum::serve(listener, self.router)
             .with_graceful_shutdown(signal)
             .await
             .map_err(|e| Error::Config(format!("server error: {e}")));
