@@ -6,7 +6,10 @@
 //! operations each in a savepoint so one failing leaves the rest. Each
 //! caller is answered only after the commit. A lone sender gets one commit
 //! per message with no wait; under load the writer lingers up to 2 ms while
-//! requests keep arriving, so concurrent senders share larger commits.
+//! requests keep arriving (until as many are in as last time), so
+//! concurrent senders share larger commits. A `client_msg_id` retry is
+//! caught by the insert itself (`ON CONFLICT … DO NOTHING`), so a new
+//! message costs no lookup before its insert.
 
 use std::collections::HashMap;
 use std::thread;
@@ -150,9 +153,12 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Queued>) {
         // Under load (the last group was shared), wait briefly while more
         // requests keep arriving: fewer, larger commits. A lone sender never
         // waits.
+        // It stops as soon as as many requests as last time are in: the
+        // senders of the last group are back, and waiting longer only
+        // delays them.
         if last_group > 1 {
             let deadline = Instant::now() + MAX_LINGER;
-            while group.count < MAX_GROUP && Instant::now() < deadline {
+            while group.count < last_group && Instant::now() < deadline {
                 thread::sleep(LINGER_STEP);
                 if group.drain(&mut receiver) == 0 {
                     break;
@@ -262,7 +268,8 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
     let mut insert_message = conn
         .prepare_cached(
             "INSERT INTO messages (conversation, seq, sender, body, client_msg_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (conversation, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING",
         )
         .map_err(db)?;
     let mut insert_outbox = conn
@@ -276,34 +283,43 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
         let mut fresh: HashMap<&str, usize> = HashMap::new();
         for i in members {
             let msg = msgs[i];
-            if let Some(client_id) = msg.client_msg_id.as_deref() {
-                let earlier = match fresh.get(client_id) {
-                    Some(&j) => match &results[j] {
+            let client_id = msg.client_msg_id.as_deref();
+            let earlier_in_batch =
+                client_id
+                    .and_then(|c| fresh.get(c))
+                    .and_then(|&j| match &results[j] {
                         Some(Ok(a)) => Some(a.message.clone()),
                         _ => None,
-                    },
-                    None => message_by_client_id(conn, conv, &msg.conversation_id, client_id)?,
-                };
-                if let Some(first) = earlier {
-                    results[i] = Some(existing_for_retry(&first, msg).map(|message| Appended {
-                        message,
-                        created: false,
-                    }));
-                    continue;
-                }
-                fresh.insert(client_id, i);
+                    });
+            if let Some(first) = earlier_in_batch {
+                results[i] = Some(retry_of(&first, msg));
+                continue;
             }
-            last_seq += 1;
-            insert_message
+            // The insert itself detects a retry of an earlier batch's
+            // message (no lookup before every insert); only then is the
+            // first message read back.
+            let inserted = insert_message
                 .execute(params![
                     conv,
-                    last_seq,
+                    last_seq + 1,
                     msg.sender_id.as_str(),
                     msg.body,
                     msg.client_msg_id,
                     msg.created_at
                 ])
                 .map_err(db)?;
+            if let (0, Some(client_id)) = (inserted, client_id) {
+                let first = message_by_client_id(conn, conv, &msg.conversation_id, client_id)?
+                    .ok_or_else(|| {
+                        Error::storage_msg("a client_msg_id conflict without its message")
+                    })?;
+                results[i] = Some(retry_of(&first, msg));
+                continue;
+            }
+            if let Some(client_id) = client_id {
+                fresh.insert(client_id, i);
+            }
+            last_seq += 1;
             let id = conn.last_insert_rowid();
             insert_outbox
                 .execute(params![conv, event::NEW_MESSAGE, id])
@@ -337,6 +353,14 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(Error::storage_msg("message was not appended"))))
         .collect())
+}
+
+/// The answer to a retry: the first message, if the retry matches it.
+fn retry_of(first: &Message, retry: &NewMessage) -> Result<Appended> {
+    existing_for_retry(first, retry).map(|message| Appended {
+        message,
+        created: false,
+    })
 }
 
 /// The conversation's row id and last seq, creating the row on first use.
