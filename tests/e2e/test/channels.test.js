@@ -204,9 +204,12 @@ test('cache channel: pusher:cache_miss when nothing was triggered yet', async ()
 test('private cache channel: the last event is replayed to a later subscriber', async () => {
   const name = unique('private-cache-state-');
   const first = await open();
-  const firstChannel = await subscribed(first, name);
-  const misses = collect(firstChannel, 'pusher:cache_miss');
-  await until(() => misses.length === 1, { what: 'cache_miss for the first subscriber' });
+  // cache_miss follows subscription_succeeded in the same burst: listen
+  // before subscribing, or it may be dispatched before anyone listens.
+  const firstChannel = first.subscribe(name);
+  const ok = waitEvent(firstChannel, 'pusher:subscription_succeeded');
+  await waitEvent(firstChannel, 'pusher:cache_miss', { what: 'cache_miss for the first subscriber' });
+  await ok;
   await sdk.trigger(name, 'state', { v: 42 });
   const second = await open();
   const channel = second.subscribe(name);
