@@ -72,7 +72,10 @@ async fn websocket(
         .max_message_size(settings.max_message_bytes)
         .max_frame_size(settings.max_message_bytes)
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        // Frames queued for a connection are fed, then flushed once: up to
+        // 16 KiB of them leave in one write instead of a syscall each
+        // (saturated fan-out: 8.7 -> 2.7 us of server CPU per delivery).
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(settings.max_message_bytes * 4);
     let protocol: Option<u32> = query.get("protocol").and_then(|p| p.parse().ok());
     let app = broker.apps.by_key(&key).cloned();
