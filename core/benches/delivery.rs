@@ -85,14 +85,13 @@ async fn serve(store_in_dir: bool) -> Running {
         "memory:".to_owned()
     };
     let server = Server::bind(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        store,
-        apps: vec![AppConfig::new(APP_ID, KEY, SECRET)],
         demo: true,
-        plugins: Vec::new(),
-        broker: Default::default(),
-        transports: Vec::new(),
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().expect("address"),
+            dir.path(),
+            store,
+            vec![AppConfig::new(APP_ID, KEY, SECRET)],
+        )
     })
     .await
     .expect("bind");

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tidings::api::{ServeConfig, Server};
-use tidings::broker::{AppConfig, BrokerSettings};
+use tidings::broker::AppConfig;
 use tidings::signature;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -33,19 +33,15 @@ struct TestServer {
 
 async fn start() -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        store: "memory:".into(),
-        apps: vec![
+    let config = ServeConfig::new(
+        "127.0.0.1:0".parse().expect("address"),
+        dir.path(),
+        "memory:",
+        vec![
             AppConfig::new(APP_ID, KEY, SECRET),
             AppConfig::new(OTHER_ID, OTHER_KEY, OTHER_SECRET),
         ],
-        demo: false,
-        broker: BrokerSettings::default(),
-        plugins: Vec::new(),
-        transports: Vec::new(),
-    };
+    );
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();

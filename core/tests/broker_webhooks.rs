@@ -14,7 +14,7 @@ use axum::Router;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tidings::api::{ServeConfig, Server};
-use tidings::broker::{AppConfig, BrokerSettings};
+use tidings::broker::AppConfig;
 use tidings::signature;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -161,16 +161,12 @@ async fn start(webhook: &str, batching: bool) -> Running {
     let mut app = AppConfig::new("3", KEY, SECRET);
     app.webhooks = vec![webhook.to_owned()];
     app.webhook_batching = batching;
-    let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        store: "memory:".into(),
-        apps: vec![app],
-        demo: false,
-        broker: BrokerSettings::default(),
-        plugins: Vec::new(),
-        transports: Vec::new(),
-    };
+    let config = ServeConfig::new(
+        "127.0.0.1:0".parse().expect("address"),
+        dir.path(),
+        "memory:",
+        vec![app],
+    );
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();

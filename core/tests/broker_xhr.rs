@@ -31,17 +31,17 @@ struct TestServer {
 async fn start(xhr: XhrSettings) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        store: "memory:".into(),
-        apps: vec![AppConfig::new(APP_ID, KEY, SECRET)],
         demo: true,
-        plugins: Vec::new(),
-        transports: Vec::new(),
         broker: BrokerSettings {
             xhr,
             ..BrokerSettings::default()
         },
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().expect("address"),
+            dir.path(),
+            "memory:",
+            vec![AppConfig::new(APP_ID, KEY, SECRET)],
+        )
     };
     let server = Server::bind(config).await.expect("bind");
     let addr = server.local_addr().expect("address");

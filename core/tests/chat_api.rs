@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tidings::api::token;
 use tidings::api::{ServeConfig, Server};
-use tidings::broker::{AppConfig, BrokerSettings};
+use tidings::broker::AppConfig;
 use tidings::signature;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -29,14 +29,13 @@ struct TestServer {
 async fn start(demo: bool) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::bind(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        store: "memory:".into(),
-        apps: vec![AppConfig::new("1", KEY, SECRET)],
         demo,
-        broker: BrokerSettings::default(),
-        plugins: Vec::new(),
-        transports: Vec::new(),
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().expect("address"),
+            dir.path(),
+            "memory:",
+            vec![AppConfig::new("1", KEY, SECRET)],
+        )
     })
     .await
     .expect("bind");

@@ -95,17 +95,17 @@ struct Node {
 async fn node(app_id: &str, store: &str, redis: &str) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::bind(ServeConfig {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.path().to_path_buf(),
-        store: store.to_owned(),
-        apps: vec![AppConfig::new(app_id, KEY, SECRET)],
         demo: true,
         broker: BrokerSettings {
             cluster: Some(settings(redis)),
             ..BrokerSettings::default()
         },
-        plugins: Vec::new(),
-        transports: Vec::new(),
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().expect("address"),
+            dir.path(),
+            store,
+            vec![AppConfig::new(app_id, KEY, SECRET)],
+        )
     })
     .await
     .expect("bind");

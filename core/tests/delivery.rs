@@ -446,16 +446,12 @@ mod restarting {
     }
 
     pub async fn serve(listen: SocketAddr, dir: &std::path::Path) -> (SocketAddr, Running) {
-        let server = Server::bind(ServeConfig {
+        let server = Server::bind(ServeConfig::new(
             listen,
-            data_dir: dir.to_path_buf(),
-            store: "memory:".into(),
-            apps: vec![AppConfig::new(APP.0, APP.1, APP.2)],
-            demo: false,
-            plugins: Vec::new(),
-            broker: Default::default(),
-            transports: Vec::new(),
-        })
+            dir,
+            "memory:",
+            vec![AppConfig::new(APP.0, APP.1, APP.2)],
+        ))
         .await
         .expect("bind");
         let addr = server.local_addr().expect("address");

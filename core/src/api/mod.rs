@@ -43,6 +43,29 @@ pub struct ServeConfig {
     pub transports: Vec<TransportConfig>,
 }
 
+impl ServeConfig {
+    /// A server for `apps` on `listen`, keeping its data in `data_dir` and
+    /// `store`; no demo sign-in, default broker settings, no plugins, no
+    /// transports besides the broker. Set the other fields with `..`.
+    pub fn new(
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        store: impl Into<String>,
+        apps: Vec<AppConfig>,
+    ) -> ServeConfig {
+        ServeConfig {
+            listen,
+            data_dir: data_dir.into(),
+            store: store.into(),
+            apps,
+            demo: false,
+            broker: BrokerSettings::default(),
+            plugins: Vec::new(),
+            transports: Vec::new(),
+        }
+    }
+}
+
 /// What every route of the server can reach.
 #[derive(Clone)]
 pub struct ServerState {

@@ -320,31 +320,27 @@ impl Adapter {
             // Unbiased: a busy bus must not starve this node's own queue.
             let step: std::result::Result<(), Ended> = tokio::select! {
                 _ = stop.changed() => return self.leave(&mut conn, queue).await,
-                message = stream.next() => match message {
-                    Some(message) => {
-                        let mut own = self.on_bus(message.get_payload_bytes());
-                        let mut open = true;
-                        // Whatever else already arrived, without another select.
-                        for _ in 1..BATCH {
-                            match stream.next().now_or_never() {
-                                Some(Some(message)) => own |= self.on_bus(message.get_payload_bytes()),
-                                Some(None) => {
-                                    open = false;
-                                    break;
-                                }
-                                None => break,
-                            }
+                message = stream.next() => {
+                    // This message and whatever else already arrived (up to
+                    // BATCH), without another select.
+                    let mut next = message;
+                    let mut left = BATCH;
+                    let mut own = false;
+                    let step = loop {
+                        let Some(message) = next else {
+                            break Err(Ended::Lost("the Redis subscription connection closed".into()));
+                        };
+                        own |= self.on_bus(message.get_payload_bytes());
+                        left -= 1;
+                        match (left > 0).then(|| stream.next().now_or_never()).flatten() {
+                            Some(more) => next = more,
+                            None => break Ok(()),
                         }
-                        if own {
-                            heard_own_heartbeat = Instant::now();
-                        }
-                        if open {
-                            Ok(())
-                        } else {
-                            Err(Ended::Lost("the Redis subscription connection closed".into()))
-                        }
+                    };
+                    if own {
+                        heard_own_heartbeat = Instant::now();
                     }
-                    None => Err(Ended::Lost("the Redis subscription connection closed".into())),
+                    step
                 },
                 n = queue.recv_many(&mut batch, BATCH) => {
                     if n == 0 {

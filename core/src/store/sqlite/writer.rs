@@ -151,11 +151,9 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Queued>) {
         group.push(first);
         group.drain(&mut receiver);
         // Under load (the last group was shared), wait briefly while more
-        // requests keep arriving: fewer, larger commits. A lone sender never
-        // waits.
-        // It stops as soon as as many requests as last time are in: the
-        // senders of the last group are back, and waiting longer only
-        // delays them.
+        // requests keep arriving: fewer, larger commits. Stop once as many
+        // are in as last time (those senders are back; waiting longer only
+        // delays them). A lone sender never waits.
         if last_group > 1 {
             let deadline = Instant::now() + MAX_LINGER;
             while group.count < last_group && Instant::now() < deadline {
@@ -308,16 +306,21 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
                     msg.created_at
                 ])
                 .map_err(db)?;
-            if let (0, Some(client_id)) = (inserted, client_id) {
-                let first = message_by_client_id(conn, conv, &msg.conversation_id, client_id)?
-                    .ok_or_else(|| {
-                        Error::storage_msg("a client_msg_id conflict without its message")
-                    })?;
-                results[i] = Some(retry_of(&first, msg));
-                continue;
-            }
-            if let Some(client_id) = client_id {
-                fresh.insert(client_id, i);
+            match (inserted, client_id) {
+                // Only a client_msg_id conflict leaves a row out.
+                (0, Some(client_id)) => {
+                    let first = message_by_client_id(conn, conv, &msg.conversation_id, client_id)?
+                        .ok_or_else(|| {
+                            Error::storage_msg("a client_msg_id conflict without its message")
+                        })?;
+                    results[i] = Some(retry_of(&first, msg));
+                    continue;
+                }
+                (0, None) => return Err(Error::storage_msg("a message insert wrote no row")),
+                (_, Some(client_id)) => {
+                    fresh.insert(client_id, i);
+                }
+                (_, None) => {}
             }
             last_seq += 1;
             let id = conn.last_insert_rowid();
