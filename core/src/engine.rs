@@ -1,5 +1,5 @@
 //! The `Engine`: validates requests, stores through the [`Store`], and
-//! hands events to the outbox worker and the transports.
+//! hands events to the transports through [`crate::delivery`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EngineConfig, TransportConfig};
+use crate::delivery::{Delivery, Route};
 use crate::domain::message::{validate_body, validate_client_msg_id, validate_emoji};
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -14,10 +15,9 @@ use crate::domain::{
 };
 use crate::error::{Error, Result};
 use crate::event;
-use crate::outbox::OutboxWorker;
 use crate::store::{self, Appended, MessageChange, OutboxRow, Store};
 use crate::transport::polling::PollResult;
-use crate::transport::{LocalTransport, PollingTransport, Received, Subscription, Transport};
+use crate::transport::{LocalTransport, PollingTransport, Subscription, Transport};
 
 /// What [`Engine::send`] returns: the stored message, and whether this call
 /// stored it (`false` for a retry with a known `client_msg_id`).
@@ -148,9 +148,10 @@ impl EngineBuilder {
         self
     }
 
-    /// How long the outbox worker holds the rows it claimed (default 30 s):
-    /// when several engines share one store, the rows of one that stopped
-    /// without a goodbye are taken over this long after its last claim.
+    /// How long a recovered outbox row stays this engine's (default 30 s),
+    /// and how old a row must be before an engine that did not write it
+    /// recovers it: when several engines share one store, the rows of one
+    /// that stopped without a goodbye are taken over this long after.
     pub fn outbox_lease(mut self, lease: std::time::Duration) -> Self {
         self.outbox_lease = Some(lease);
         self
@@ -216,25 +217,45 @@ impl EngineBuilder {
             });
         }
         transports.extend(self.transports);
-        plugins.attach(&mut transports);
-        let transports: Arc<[Arc<dyn Transport>]> = transports.into();
-        let outbox = OutboxWorker::start(
+        transports.extend(plugins.transports());
+        let mut routes: Vec<Route> = transports
+            .into_iter()
+            .map(|transport| Route {
+                transport,
+                takes_published: true,
+            })
+            .collect();
+        if let Some(observer) = plugins.observer() {
+            // Published events go everywhere but back to on_event, so a
+            // plugin that publishes from on_event cannot loop.
+            routes.push(Route {
+                transport: observer,
+                takes_published: false,
+            });
+        }
+        let delivery = Delivery::start(
             &runtime,
             store.clone(),
-            transports.clone(),
-            self.outbox_lease.unwrap_or(crate::outbox::DEFAULT_LEASE),
-        );
-        Ok(Engine {
-            inner: Arc::new(Inner {
-                store,
-                local,
-                polling,
-                transports,
-                outbox,
-                plugins,
-                closed: AtomicBool::new(false),
-            }),
-        })
+            routes,
+            self.outbox_lease.unwrap_or(crate::delivery::DEFAULT_LEASE),
+            plugins.start_after_send(),
+        )
+        .await?;
+        let inner = Arc::new(Inner {
+            store,
+            local,
+            polling,
+            delivery,
+            plugins,
+            closed: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.plugins.start_publishing(Arc::new(move |event| {
+            if let Some(inner) = weak.upgrade() {
+                inner.delivery.publish(event, true);
+            }
+        }));
+        Ok(Engine { inner })
     }
 }
 
@@ -242,8 +263,7 @@ struct Inner {
     store: Arc<dyn Store>,
     local: LocalTransport,
     polling: Option<Arc<PollingTransport>>,
-    transports: Arc<[Arc<dyn Transport>]>,
-    outbox: OutboxWorker,
+    delivery: Delivery,
     plugins: crate::plugin::Plugins,
     closed: AtomicBool,
 }
@@ -299,17 +319,13 @@ impl Engine {
     }
 
     /// Stores a message and returns it once it is durable; its `new-message`
-    /// event follows through the outbox.
+    /// event is on its way to every transport by then (and `after_send`
+    /// plugins see it after this returns).
     pub async fn send(&self, request: SendRequest) -> Result<Sent> {
         self.check_open()?;
         let new = request.validate()?;
         let new = self.inner.plugins.before_send(new).await?;
-        let sent = self.inner.store.append(new).await?;
-        if sent.created {
-            self.inner.outbox.wake();
-            self.inner.plugins.after_send(&sent.message).await;
-        }
-        Ok(sent)
+        self.inner.store.append(new).await
     }
 
     /// A page of history, newest first.
@@ -349,9 +365,6 @@ impl Engine {
         let user = UserId::new(user)?;
         let conv = member_conversation(&user, conversation)?;
         let update = self.inner.store.mark_read(&conv, &user, up_to).await?;
-        if update.advanced {
-            self.inner.outbox.wake();
-        }
         Ok(update.state)
     }
 
@@ -386,12 +399,10 @@ impl Engine {
             conversation_id: conv.clone(),
             user_id: user,
         });
-        let channel = conv.channel();
-        for transport in self.inner.transports.iter() {
-            transport
-                .deliver(&channel, event::TYPING, payload.clone())
-                .await?;
-        }
+        self.inner.delivery.publish(
+            event::Event::new(conv.channel(), event::TYPING, payload),
+            false,
+        );
         Ok(())
     }
 
@@ -426,43 +437,7 @@ impl Engine {
             .store
             .change(id, &user, change, store::now_ms())
             .await?;
-        self.inner.outbox.wake();
         Ok(message)
-    }
-
-    /// Messages after `after`, oldest first, waiting up to `wait` for the
-    /// first one: a long-poll for hosts that cannot hold a socket.
-    pub async fn wait_messages_after(
-        &self,
-        conversation: &str,
-        after: Seq,
-        max: u32,
-        wait: std::time::Duration,
-    ) -> Result<Vec<Message>> {
-        self.check_open()?;
-        let conv = ConversationId::parse(conversation)?;
-        let channel = conv.channel();
-        // Subscribe before looking, so a message stored in between wakes us.
-        let mut events = self.subscribe();
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let found = self.inner.store.messages_after(&conv, after, max).await?;
-            if !found.is_empty() {
-                return Ok(found);
-            }
-            loop {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Err(_) | Ok(None) => return Ok(Vec::new()),
-                    Ok(Some(Received::Lagged(_))) => break,
-                    Ok(Some(Received::Event(e)))
-                        if e.channel == channel && e.name == event::NEW_MESSAGE =>
-                    {
-                        break
-                    }
-                    Ok(Some(Received::Event(_))) => {}
-                }
-            }
-        }
     }
 
     /// Events from the polling log (transport kind `polling`) on `channels`
@@ -499,7 +474,7 @@ impl Engine {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inner.outbox.shutdown().await;
+        self.inner.delivery.shutdown().await;
         self.inner.plugins.shutdown().await;
         // After the last deliveries: subscribers read what they hold, then end.
         self.inner.local.close();

@@ -27,11 +27,11 @@ pub mod broker;
 #[cfg(feature = "broker")]
 pub mod cluster;
 pub mod config;
+mod delivery;
 pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod event;
-mod outbox;
 pub mod plugin;
 #[cfg(feature = "_signing")]
 pub mod signature;

@@ -47,6 +47,10 @@ async fn messages_survive_reopening() {
     let conv = tidings::ConversationId::parse("1-18").expect("conv");
     {
         let store = store::open(&url).await.expect("open");
+        store
+            .register_transports(&["broker".to_owned()])
+            .await
+            .expect("register");
         let msg = tidings::NewMessage {
             conversation_id: conv.clone(),
             sender_id: tidings::UserId::new("1").expect("user"),
@@ -60,7 +64,111 @@ async fn messages_survive_reopening() {
     let after = store.messages_after(&conv, 0, 10).await.expect("after");
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].body, "kept");
-    assert_eq!(store.claim_outbox(0, 10).await.expect("claim").len(), 1);
+    let pending = store.list_outbox(10).await.expect("outbox");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].pending_for, ["broker"]);
+}
+
+/// A transport that records what it was given.
+#[derive(Default)]
+struct Recorder {
+    got: std::sync::Mutex<Vec<(String, String, String)>>,
+    arrived: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl tidings::Transport for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    async fn deliver(
+        &self,
+        channel: &str,
+        event: &str,
+        payload: bytes::Bytes,
+    ) -> tidings::Result<()> {
+        self.got.lock().expect("lock").push((
+            channel.to_owned(),
+            event.to_owned(),
+            String::from_utf8_lossy(&payload).into_owned(),
+        ));
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+}
+
+/// A database written by the schema before delivery v2 (migrations 1-3)
+/// opens, delivers its pending rows to a transport that registers, keeps a
+/// refused row refused, and reports a row whose message is gone instead of
+/// delivering it empty.
+#[tokio::test]
+async fn a_database_from_before_delivery_v2_delivers_its_pending_rows() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        for sql in [
+            include_str!("../src/store/migrations/sqlite/0001_init.sql"),
+            include_str!("../src/store/migrations/sqlite/0002_outbox_refused.sql"),
+            include_str!("../src/store/migrations/sqlite/0003_outbox_lease.sql"),
+        ] {
+            conn.execute_batch(sql).expect("old migration");
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 3;
+             INSERT INTO conversations (id, key, user_lo, user_hi, last_seq, last_at)
+                 VALUES (1, '1-18', '1', '18', 2, 5);
+             INSERT INTO messages (id, conversation, seq, sender, body, created_at)
+                 VALUES (1, 1, 1, '1', 'still pending', 4), (2, 1, 2, '18', 'refused one', 5);
+             INSERT INTO outbox (id, conversation, event, message) VALUES (1, 1, 'new-message', 1);
+             INSERT INTO outbox (id, conversation, event, message, refused, last_error)
+                 VALUES (2, 1, 'new-message', 2, 1, 'pusher: 413');
+             INSERT INTO outbox (id, conversation, event, message) VALUES (3, 1, 'new-message', 99);",
+        )
+        .expect("old rows");
+    }
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let engine = tidings::Engine::builder()
+        .config(tidings::EngineConfig::with_store(format!(
+            "sqlite://{}",
+            path.display()
+        )))
+        .transport(recorder.clone())
+        .build()
+        .await
+        .expect("engine on the old database");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let arrived = recorder.arrived.notified();
+        let listed = engine.pending_deliveries(10).await.expect("outbox");
+        if !recorder.got.lock().expect("lock").is_empty() && listed.iter().all(|r| r.refused) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pending row was never delivered: {listed:?}"
+        );
+        // Woken by a delivery; the outbox is looked at again at least every 50 ms.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(50), arrived).await;
+    }
+    let got = recorder.got.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "private-conversation-1-18");
+    assert!(got[0].2.contains("still pending"), "{got:?}");
+    let listed = engine.pending_deliveries(10).await.expect("outbox");
+    let ids: Vec<i64> = listed.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [2, 3], "{listed:?}");
+    assert!(listed.iter().all(|r| r.refused && r.pending_for.is_empty()));
+    assert_eq!(listed[0].last_error.as_deref(), Some("pusher: 413"));
+    assert!(
+        listed[1]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("message 99")),
+        "{listed:?}"
+    );
+    engine.shutdown().await;
 }
 
 #[tokio::test]

@@ -47,7 +47,7 @@ impl Transport for BrokerTransport {
 
     /// Publishes the whole batch, then waits once for it to reach the
     /// cluster (when there is one).
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<()>> {
+    async fn deliver_batch(&self, events: &[Arc<Event>]) -> Vec<Result<()>> {
         let results = events
             .iter()
             .map(|e| self.publish(&e.channel, &e.name, &e.payload))

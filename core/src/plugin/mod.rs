@@ -44,13 +44,15 @@ use tidings_plugin::abi::tidings_plugin_v1;
 
 use self::instance::{read_descriptor, Answer, Hook, LoadedPlugin, Publisher};
 use crate::domain::message::validate_body;
-use crate::domain::{Message, NewMessage};
+use crate::domain::NewMessage;
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::transport::Transport;
 
 /// Events plugins may have queued through `publish` before they are sent.
 const PUBLISH_QUEUE: usize = 1024;
+/// Stored messages waiting for the `after_send` hooks before delivery waits.
+const AFTER_SEND_QUEUE: usize = 4096;
 /// How long shutdown waits for published events to go out.
 const PUBLISH_DRAIN: Duration = Duration::from_secs(2);
 
@@ -183,6 +185,7 @@ pub(crate) struct Plugins {
     failed: Vec<PluginStatus>,
     publisher: Arc<Publisher>,
     publish_task: Mutex<Option<JoinHandle<()>>>,
+    after_send_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Plugins {
@@ -201,6 +204,7 @@ impl Plugins {
             failed: Vec::new(),
             publisher: publisher.clone(),
             publish_task: Mutex::new(None),
+            after_send_task: Mutex::new(None),
         };
         if configs.is_empty() && statics.is_empty() {
             return Ok(plugins);
@@ -219,33 +223,42 @@ impl Plugins {
         Ok(plugins)
     }
 
-    /// Adds the plugin transports and the `on_event` observer to the
-    /// engine's transports, and starts delivering what plugins `publish`.
-    pub(crate) fn attach(&self, transports: &mut Vec<Arc<dyn Transport>>) {
-        if self.loaded.is_empty() {
-            return;
-        }
-        for plugin in self.loaded.iter().filter(|p| p.has(Hook::Deliver)) {
-            transports.push(Arc::new(PluginTransport {
-                name: format!("plugin:{}", plugin.label),
-                plugin: plugin.clone(),
-                runtime: self.runtime.clone(),
-            }));
-        }
-        // Published events go everywhere but back to on_event, so a plugin
-        // that publishes from on_event cannot loop.
-        let targets: Arc<[Arc<dyn Transport>]> = transports.clone().into();
+    /// The plugins with `deliver`, each a transport (`plugin:<name>`).
+    pub(crate) fn transports(&self) -> Vec<Arc<dyn Transport>> {
+        self.loaded
+            .iter()
+            .filter(|p| p.has(Hook::Deliver))
+            .map(|plugin| {
+                Arc::new(PluginTransport {
+                    name: format!("plugin:{}", plugin.label),
+                    plugin: plugin.clone(),
+                    runtime: self.runtime.clone(),
+                }) as Arc<dyn Transport>
+            })
+            .collect()
+    }
+
+    /// The `on_event` observer: a live-only transport that shows every
+    /// delivered event to the plugins that have the hook.
+    pub(crate) fn observer(&self) -> Option<Arc<dyn Transport>> {
         let observers: Vec<_> = self
             .loaded
             .iter()
             .filter(|p| p.has(Hook::OnEvent))
             .cloned()
             .collect();
-        if !observers.is_empty() {
-            transports.push(Arc::new(EventObserver {
+        (!observers.is_empty()).then(|| {
+            Arc::new(EventObserver {
                 plugins: observers.into(),
                 runtime: self.runtime.clone(),
-            }));
+            }) as Arc<dyn Transport>
+        })
+    }
+
+    /// Starts handing what plugins `publish` to `deliver`.
+    pub(crate) fn start_publishing(&self, deliver: Arc<dyn Fn(Event) + Send + Sync>) {
+        if self.loaded.is_empty() {
+            return;
         }
         let (sender, receiver) = mpsc::channel(PUBLISH_QUEUE);
         *self
@@ -253,8 +266,28 @@ impl Plugins {
             .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(sender);
-        let task = self.runtime.spawn(publish(receiver, targets));
+        let task = self.runtime.spawn(publish(receiver, deliver));
         *self.publish_task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+    }
+
+    /// Starts the task that runs every `after_send`, in order, with each
+    /// stored message (its JSON) handed to the returned queue; `None` when
+    /// no plugin has the hook. The hooks run after the sender was answered.
+    pub(crate) fn start_after_send(&self) -> Option<mpsc::Sender<Bytes>> {
+        if !self.loaded.iter().any(|p| p.has(Hook::AfterSend)) {
+            return None;
+        }
+        let (sender, receiver) = mpsc::channel(AFTER_SEND_QUEUE);
+        let task = self.runtime.spawn(after_send(
+            receiver,
+            self.loaded.clone(),
+            self.runtime.clone(),
+        ));
+        *self
+            .after_send_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Some(sender)
     }
 
     fn with(&self, hook: Hook) -> Vec<Arc<LoadedPlugin>> {
@@ -282,32 +315,6 @@ impl Plugins {
             })?
     }
 
-    /// Runs every `after_send` with the stored message. Never fails.
-    pub(crate) async fn after_send(&self, message: &Message) {
-        let plugins = self.with(Hook::AfterSend);
-        if plugins.is_empty() {
-            return;
-        }
-        let json = match serde_json::to_string(message).map(CString::new) {
-            Ok(Ok(json)) => json,
-            _ => {
-                tracing::error!(
-                    message = message.id,
-                    "the message cannot be shown to plugins"
-                );
-                return;
-            }
-        };
-        let calls = self.runtime.spawn_blocking(move || {
-            for plugin in &plugins {
-                plugin.after_send(&json);
-            }
-        });
-        if let Err(err) = calls.await {
-            tracing::error!(%err, "after_send hooks failed");
-        }
-    }
-
     pub(crate) fn status(&self) -> Vec<PluginStatus> {
         let mut all: Vec<PluginStatus> = self.loaded.iter().map(|p| status(p)).collect();
         all.extend(self.failed.iter().cloned());
@@ -326,7 +333,13 @@ impl Plugins {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(task) = task {
+        // The after_send task ends once delivery dropped its queue.
+        let after = self
+            .after_send_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        for task in task.into_iter().chain(after) {
             let abort = task.abort_handle();
             if tokio::time::timeout(PUBLISH_DRAIN, task).await.is_err() {
                 abort.abort();
@@ -660,6 +673,11 @@ impl Transport for EventObserver {
         "plugins"
     }
 
+    /// Live-only: hooks see what is delivered, nothing is recovered for them.
+    fn outbox_key(&self) -> Option<String> {
+        None
+    }
+
     async fn deliver(&self, channel: &str, event: &str, payload: Bytes) -> Result<()> {
         if self.plugins.iter().all(|p| p.disabled().is_some()) {
             return Ok(());
@@ -681,22 +699,44 @@ impl Transport for EventObserver {
     }
 }
 
-/// Delivers what plugins publish, until the queue closes.
-async fn publish(mut events: mpsc::Receiver<Event>, transports: Arc<[Arc<dyn Transport>]>) {
+/// Hands what plugins publish to the transports, until the queue closes.
+async fn publish(mut events: mpsc::Receiver<Event>, deliver: Arc<dyn Fn(Event) + Send + Sync>) {
     while let Some(event) = events.recv().await {
-        for transport in transports.iter() {
-            if let Err(err) = transport
-                .deliver(&event.channel, &event.name, event.payload.clone())
-                .await
-            {
-                tracing::warn!(
-                    transport = transport.name(),
-                    channel = %event.channel,
-                    event = %event.name,
-                    %err,
-                    "a published event was not delivered"
-                );
+        deliver(event);
+    }
+}
+
+/// Runs every `after_send` on each stored message, in order, until the
+/// queue closes. Several messages waiting go to the hooks in one blocking
+/// call.
+async fn after_send(
+    mut messages: mpsc::Receiver<Bytes>,
+    plugins: Arc<[Arc<LoadedPlugin>]>,
+    runtime: Handle,
+) {
+    let mut batch = Vec::new();
+    while messages.recv_many(&mut batch, 256).await > 0 {
+        let json: Vec<CString> = batch
+            .drain(..)
+            .filter_map(|m| CString::new(m.to_vec()).ok())
+            .collect();
+        let plugins: Vec<Arc<LoadedPlugin>> = plugins
+            .iter()
+            .filter(|p| p.has(Hook::AfterSend) && p.disabled().is_none())
+            .cloned()
+            .collect();
+        if plugins.is_empty() {
+            continue;
+        }
+        let calls = runtime.spawn_blocking(move || {
+            for message in &json {
+                for plugin in &plugins {
+                    plugin.after_send(message);
+                }
             }
+        });
+        if let Err(err) = calls.await {
+            tracing::error!(%err, "after_send hooks failed");
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{MessageChange, OutboxRow, Store};
+use super::{LeaseRequest, MessageChange, OutboxItem, OutboxRow, Store, TransportSlot};
 use crate::domain::{ConversationId, Message, NewMessage, PageRequest, UserId};
 use crate::error::ErrorKind;
 use crate::event;
@@ -32,6 +32,8 @@ macro_rules! store_conformance {
             edits_deletes_and_reactions_follow_the_rules,
             outbox_rows_are_claimed_in_order_and_acked,
             outbox_leases_give_each_conversation_one_owner,
+            outbox_rows_wait_for_each_registered_transport,
+            commit_sinks_hear_every_commit_in_order,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
@@ -69,6 +71,45 @@ async fn send(store: &dyn Store, from: &str, to: &str, body: &str) -> Message {
         .await
         .expect("append")
         .message
+}
+
+/// Registers one durable transport, so that outbox rows are written.
+async fn registered(store: &dyn Store) -> TransportSlot {
+    store
+        .register_transports(&["conformance".to_owned()])
+        .await
+        .expect("register")[0]
+}
+
+/// The rows `slot` still owes, leased (briefly) to one inspecting owner.
+async fn pending(store: &dyn Store, slot: TransportSlot, max: u32) -> Vec<OutboxItem> {
+    lease(
+        store,
+        "inspector",
+        slot,
+        max,
+        std::time::Duration::from_millis(1),
+    )
+    .await
+}
+
+async fn lease(
+    store: &dyn Store,
+    owner: &str,
+    slot: TransportSlot,
+    max: u32,
+    lease: std::time::Duration,
+) -> Vec<OutboxItem> {
+    store
+        .lease_outbox(LeaseRequest {
+            owner,
+            slot,
+            max,
+            lease,
+            min_age: std::time::Duration::ZERO,
+        })
+        .await
+        .expect("lease")
 }
 
 fn seqs(messages: &[Message]) -> Vec<i64> {
@@ -165,6 +206,7 @@ pub async fn retries_return_the_first_message(store: Arc<dyn Store>) {
 }
 
 pub async fn racing_retries_store_one_message(store: Arc<dyn Store>) {
+    let slot = registered(&*store).await;
     let mut handles = Vec::new();
     for _ in 0..16 {
         let store = store.clone();
@@ -185,7 +227,7 @@ pub async fn racing_retries_store_one_message(store: Arc<dyn Store>) {
     assert_eq!(created, 1);
     assert_eq!(ids.len(), 1);
     assert_eq!(store.last_seq(&conv("7", "8")).await.expect("last_seq"), 1);
-    let outbox = store.claim_outbox(0, 1000).await.expect("claim");
+    let outbox = pending(&*store, slot, 1000).await;
     assert_eq!(outbox.len(), 1, "one delivery for one message");
 }
 
@@ -285,6 +327,7 @@ pub async fn messages_after_catches_up_in_order(store: Arc<dyn Store>) {
 }
 
 pub async fn read_marks_only_move_forward(store: Arc<dyn Store>) {
+    let slot = registered(&*store).await;
     let c = conv("1", "18");
     for i in 1..=4 {
         send(&*store, "1", "18", &format!("m{i}")).await;
@@ -310,10 +353,8 @@ pub async fn read_marks_only_move_forward(store: Arc<dyn Store>) {
         .expect("read");
     assert!(!nothing.advanced);
     assert_eq!(nothing.state.seq, 0);
-    let events: Vec<_> = store
-        .claim_outbox(0, 1000)
+    let events: Vec<_> = pending(&*store, slot, 1000)
         .await
-        .expect("claim")
         .into_iter()
         .filter(|o| o.event == event::MESSAGES_READ)
         .collect();
@@ -430,6 +471,7 @@ pub async fn search_finds_words_only_in_the_users_conversations(store: Arc<dyn S
 }
 
 pub async fn edits_deletes_and_reactions_follow_the_rules(store: Arc<dyn Store>) {
+    let slot = registered(&*store).await;
     let m = send(&*store, "1", "18", "original").await;
     let (one, teacher, stranger) = (user("1"), user("18"), user("5"));
     let edit = |body: &str| MessageChange::Edit { body: body.into() };
@@ -507,10 +549,8 @@ pub async fn edits_deletes_and_reactions_follow_the_rules(store: Arc<dyn Store>)
         [deleted],
         "a deleted message stays as a tombstone"
     );
-    let names: Vec<String> = store
-        .claim_outbox(0, 1000)
+    let names: Vec<String> = pending(&*store, slot, 1000)
         .await
-        .expect("claim")
         .into_iter()
         .map(|o| o.event)
         .collect();
@@ -529,11 +569,12 @@ pub async fn edits_deletes_and_reactions_follow_the_rules(store: Arc<dyn Store>)
 }
 
 pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
+    let slot = registered(&*store).await;
     let mut sent = Vec::new();
     for i in 0..5 {
         sent.push(send(&*store, "1", "18", &format!("m{i}")).await);
     }
-    let claimed = store.claim_outbox(0, 3).await.expect("claim");
+    let claimed = pending(&*store, slot, 3).await;
     assert_eq!(claimed.len(), 3);
     assert!(claimed.windows(2).all(|w| w[0].id < w[1].id));
     for (item, message) in claimed.iter().zip(&sent) {
@@ -542,34 +583,41 @@ pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
         let payload: Message = serde_json::from_slice(&item.payload).expect("payload");
         assert_eq!(&payload, message);
     }
-    let rest = store.claim_outbox(claimed[2].id, 10).await.expect("claim");
-    assert_eq!(rest.len(), 2);
     store
-        .fail_outbox(claimed[0].id, "pusher: 503 Service Unavailable", false)
+        .fail_outbox(
+            slot,
+            claimed[0].id,
+            "pusher: 503 Service Unavailable",
+            false,
+        )
         .await
         .expect("fail");
     let ids: Vec<i64> = claimed.iter().skip(1).map(|o| o.id).collect();
-    store.ack_outbox(&ids).await.expect("ack");
-    let pending = store.list_outbox(100).await.expect("list");
-    assert_eq!(pending.len(), 3);
-    assert_eq!(pending[0].id, claimed[0].id);
-    assert_eq!(pending[0].attempts, 1);
+    store.ack_outbox(slot, &ids).await.expect("ack");
+    let listed = store.list_outbox(100).await.expect("list");
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[0].id, claimed[0].id);
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(listed[0].pending_for, ["conformance"]);
     assert_eq!(
-        pending[0].last_error.as_deref(),
+        listed[0].last_error.as_deref(),
         Some("pusher: 503 Service Unavailable")
     );
-    assert!(!pending[0].refused);
-    let again = store.claim_outbox(0, 10).await.expect("claim");
+    assert!(!listed[0].refused);
+    let again = pending(&*store, slot, 10).await;
     assert_eq!(again.len(), 3, "unacked rows stay pending");
     // A permanent refusal keeps the row, with its reason, out of claims.
     store
-        .fail_outbox(again[1].id, "pusher: 413 Request Entity Too Large", true)
+        .fail_outbox(
+            slot,
+            again[1].id,
+            "pusher: 413 Request Entity Too Large",
+            true,
+        )
         .await
         .expect("refuse");
-    let claimable: Vec<i64> = store
-        .claim_outbox(0, 10)
+    let claimable: Vec<i64> = pending(&*store, slot, 10)
         .await
-        .expect("claim")
         .iter()
         .map(|o| o.id)
         .collect();
@@ -578,12 +626,13 @@ pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
     let refused: Vec<&OutboxRow> = listed.iter().filter(|r| r.refused).collect();
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].id, again[1].id);
+    assert!(refused[0].pending_for.is_empty());
     assert!(refused[0]
         .last_error
         .as_deref()
         .is_some_and(|e| e.contains("413")));
-    store.ack_outbox(&claimable).await.expect("ack");
-    assert!(store.claim_outbox(0, 10).await.expect("claim").is_empty());
+    store.ack_outbox(slot, &claimable).await.expect("ack");
+    assert!(pending(&*store, slot, 10).await.is_empty());
     assert_eq!(
         store.list_outbox(100).await.expect("list").len(),
         1,
@@ -591,28 +640,29 @@ pub async fn outbox_rows_are_claimed_in_order_and_acked(store: Arc<dyn Store>) {
     );
 }
 
-fn ids(items: &[super::OutboxItem]) -> Vec<i64> {
+fn ids(items: &[OutboxItem]) -> Vec<i64> {
     items.iter().map(|o| o.id).collect()
 }
 
 pub async fn outbox_leases_give_each_conversation_one_owner(store: Arc<dyn Store>) {
     use std::time::Duration;
     const LONG: Duration = Duration::from_secs(600);
+    let slot = registered(&*store).await;
     let a1 = send(&*store, "1", "18", "a1").await;
     let b1 = send(&*store, "2", "18", "b1").await;
     let a2 = send(&*store, "1", "18", "a2").await;
     // Node a takes the first two rows: a1 and b1, in id order.
-    let mine = store.lease_outbox("node-a", 2, LONG).await.expect("lease");
+    let mine = lease(&*store, "node-a", slot, 2, LONG).await;
     assert_eq!(mine.len(), 2);
     assert!(mine.windows(2).all(|w| w[0].id < w[1].id));
     let payload: Message = serde_json::from_slice(&mine[0].payload).expect("payload");
     assert_eq!(payload, a1);
     // Node b gets nothing: both conversations have rows node a holds, and
     // a2 must not go out from b while a1 is with a.
-    let theirs = store.lease_outbox("node-b", 10, LONG).await.expect("lease");
+    let theirs = lease(&*store, "node-b", slot, 10, LONG).await;
     assert!(theirs.is_empty(), "{:?}", ids(&theirs));
     // Claiming again renews a's own rows and adds the rest of its conversations.
-    let again = store.lease_outbox("node-a", 10, LONG).await.expect("lease");
+    let again = lease(&*store, "node-a", slot, 10, LONG).await;
     assert_eq!(again.len(), 3);
     assert_eq!(again[2].conversation_id, a2.conversation_id);
     // An acked conversation is free for anyone.
@@ -621,38 +671,36 @@ pub async fn outbox_leases_give_each_conversation_one_owner(store: Arc<dyn Store
         .filter(|o| o.conversation_id == b1.conversation_id)
         .map(|o| o.id)
         .collect();
-    store.ack_outbox(&b_row).await.expect("ack");
+    store.ack_outbox(slot, &b_row).await.expect("ack");
     let b2 = send(&*store, "2", "18", "b2").await;
-    let theirs = store.lease_outbox("node-b", 10, LONG).await.expect("lease");
+    let theirs = lease(&*store, "node-b", slot, 10, LONG).await;
     assert_eq!(theirs.len(), 1);
     assert_eq!(theirs[0].conversation_id, b2.conversation_id);
     // A refused row is nobody's.
     store
-        .fail_outbox(theirs[0].id, "pusher: 413 Request Entity Too Large", true)
+        .fail_outbox(
+            slot,
+            theirs[0].id,
+            "pusher: 413 Request Entity Too Large",
+            true,
+        )
         .await
         .expect("refuse");
-    assert!(store
-        .lease_outbox("node-c", 10, LONG)
-        .await
-        .expect("lease")
-        .is_empty());
+    assert!(lease(&*store, "node-c", slot, 10, LONG).await.is_empty());
     // A graceful stop releases at once.
     store.release_outbox("node-a").await.expect("release");
-    let taken = store.lease_outbox("node-b", 10, LONG).await.expect("lease");
+    let taken = lease(&*store, "node-b", slot, 10, LONG).await;
     assert_eq!(taken.len(), 2, "{:?}", ids(&taken));
     assert!(taken
         .iter()
         .all(|o| o.conversation_id == a1.conversation_id));
     // A lease that runs out (its node died) is taken over.
     store.release_outbox("node-b").await.expect("release");
-    let short = store
-        .lease_outbox("node-dead", 10, Duration::from_millis(50))
-        .await
-        .expect("lease");
+    let short = lease(&*store, "node-dead", slot, 10, Duration::from_millis(50)).await;
     assert_eq!(short.len(), 2);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let taken = store.lease_outbox("node-c", 10, LONG).await.expect("lease");
+        let taken = lease(&*store, "node-c", slot, 10, LONG).await;
         if !taken.is_empty() {
             assert_eq!(ids(&taken), ids(&short));
             break;
@@ -663,10 +711,145 @@ pub async fn outbox_leases_give_each_conversation_one_owner(store: Arc<dyn Store
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    store.ack_outbox(&ids(&short)).await.expect("ack");
-    assert!(store
-        .lease_outbox("node-c", 10, LONG)
+    store.ack_outbox(slot, &ids(&short)).await.expect("ack");
+    assert!(lease(&*store, "node-c", slot, 10, LONG).await.is_empty());
+    // A periodic pass for strays skips rows younger than its minimum age.
+    send(&*store, "3", "18", "fresh").await;
+    let strays = store
+        .lease_outbox(LeaseRequest {
+            owner: "node-c",
+            slot,
+            max: 10,
+            lease: LONG,
+            min_age: Duration::from_secs(600),
+        })
         .await
-        .expect("lease")
-        .is_empty());
+        .expect("lease");
+    assert!(strays.is_empty(), "{:?}", ids(&strays));
+}
+
+/// Each registered transport takes a row for itself; the row goes once the
+/// last one took it, and only transports registered when it was written
+/// owe it.
+pub async fn outbox_rows_wait_for_each_registered_transport(store: Arc<dyn Store>) {
+    let before = send(&*store, "1", "18", "before any transport").await;
+    assert!(
+        store.list_outbox(10).await.expect("list").is_empty(),
+        "no row is written while no durable transport is registered: {before:?}"
+    );
+    let keys = ["broker".to_owned(), "pusher:mirror".to_owned()];
+    let slots = store.register_transports(&keys).await.expect("register");
+    assert_eq!(slots.len(), 2);
+    assert_ne!(slots[0], slots[1]);
+    let again = store.register_transports(&keys[1..]).await.expect("again");
+    assert_eq!(again, [slots[1]], "a known key keeps its slot");
+    let m = send(&*store, "1", "18", "for both").await;
+    let (broker, mirror) = (slots[0], slots[1]);
+    let for_broker = pending(&*store, broker, 10).await;
+    assert_eq!(for_broker.len(), 1);
+    let payload: Message = serde_json::from_slice(&for_broker[0].payload).expect("payload");
+    assert_eq!(payload, m);
+    store
+        .ack_outbox(broker, &ids(&for_broker))
+        .await
+        .expect("ack");
+    assert!(pending(&*store, broker, 10).await.is_empty());
+    let listed = store.list_outbox(10).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].pending_for, ["pusher:mirror"]);
+    let for_mirror = pending(&*store, mirror, 10).await;
+    assert_eq!(ids(&for_mirror), ids(&for_broker));
+    store
+        .ack_outbox(mirror, &ids(&for_mirror))
+        .await
+        .expect("ack");
+    assert!(store.list_outbox(10).await.expect("list").is_empty());
+    // A transport that is forgotten stops holding rows back.
+    send(&*store, "1", "18", "for both again").await;
+    assert!(store
+        .forget_transport("pusher:mirror")
+        .await
+        .expect("forget"));
+    assert!(!store
+        .forget_transport("pusher:mirror")
+        .await
+        .expect("forget"));
+    let left = pending(&*store, broker, 10).await;
+    assert_eq!(left.len(), 1);
+    store.ack_outbox(broker, &ids(&left)).await.expect("ack");
+    assert!(store.list_outbox(10).await.expect("list").is_empty());
+}
+
+/// Sinks hear every commit, in commit order, with the outbox row it wrote.
+pub async fn commit_sinks_hear_every_commit_in_order(store: Arc<dyn Store>) {
+    use super::{Committed, CommittedBody};
+    let heard: Arc<std::sync::Mutex<Vec<Committed>>> = Arc::default();
+    let sink = {
+        let heard = heard.clone();
+        store.add_commit_sink(Arc::new(move |batch| {
+            heard.lock().expect("lock").extend(batch);
+        }))
+    };
+    let unrecorded = send(&*store, "1", "18", "no transport yet").await;
+    let slot = registered(&*store).await;
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            send(&*store, "1", "18", &format!("m{i}")).await
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    let c = conv("1", "18");
+    store.mark_read(&c, &user("18"), 21).await.expect("read");
+    let edited = store
+        .change(
+            unrecorded.id,
+            &user("1"),
+            MessageChange::Edit {
+                body: "edited".into(),
+            },
+            5,
+        )
+        .await
+        .expect("edit");
+    store.remove_commit_sink(sink);
+    send(&*store, "1", "18", "after the sink").await;
+    let heard = heard.lock().expect("lock").clone();
+    assert_eq!(heard.len(), 23, "{heard:#?}");
+    assert_eq!(heard[0].outbox_id, None, "written before any registration");
+    match &heard[0].body {
+        CommittedBody::Message(m) => assert_eq!(m, &unrecorded),
+        other => panic!("a new message carries it: {other:?}"),
+    }
+    let seqs: Vec<i64> = heard[1..21]
+        .iter()
+        .map(|c| match &c.body {
+            CommittedBody::Message(m) => m.seq,
+            other => panic!("not a message: {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (2..=21).collect::<Vec<_>>(),
+        "commit order is seq order"
+    );
+    assert_eq!(heard[21].event, event::MESSAGES_READ);
+    assert_eq!(heard[22].event, event::MESSAGE_EDITED);
+    let edit: Message = serde_json::from_slice(&heard[22].payload()).expect("payload");
+    assert_eq!(edit, edited);
+    let rows: Vec<i64> = pending(&*store, slot, 100)
+        .await
+        .iter()
+        .map(|o| o.id)
+        .collect();
+    let announced: Vec<i64> = heard[1..].iter().filter_map(|c| c.outbox_id).collect();
+    assert_eq!(announced.len(), 22);
+    assert_eq!(
+        rows[..22],
+        announced[..],
+        "each announced row is the stored one"
+    );
 }

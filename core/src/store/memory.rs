@@ -6,8 +6,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    apply_change, change_payload, check_change, check_max, existing_for_retry, no_message, search,
-    Appended, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
+    apply_change, assign_slots, change_payload, check_change, check_max, existing_for_retry,
+    keys_in, missing_message, no_message, search, slot_bit, Appended, CommitSink, CommitSinks,
+    Committed, CommittedBody, LeaseRequest, MessageChange, OutboxId, OutboxItem, OutboxRow,
+    ReadUpdate, Store, TransportSlot,
 };
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -31,9 +33,30 @@ struct PendingEvent {
     message: MessageId,
     attempts: u32,
     last_error: Option<String>,
-    refused: bool,
+    /// Bits of the transports that have not taken it.
+    pending: i64,
+    /// Bits of the transports that refused it for good.
+    refused_by: i64,
+    queued_at: i64,
     /// Who holds the row, and until when (ms since the epoch).
     lease: Option<(String, i64)>,
+}
+
+impl PendingEvent {
+    fn new(conversation_id: ConversationId, event: &'static str, message: MessageId) -> Self {
+        PendingEvent {
+            conversation_id,
+            event,
+            payload: None,
+            message,
+            attempts: 0,
+            last_error: None,
+            pending: 0,
+            refused_by: 0,
+            queued_at: super::now_ms(),
+            lease: None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -42,6 +65,7 @@ struct State {
     conversations: HashMap<ConversationId, Conversation>,
     outbox: BTreeMap<OutboxId, PendingEvent>,
     next_outbox: OutboxId,
+    registry: Vec<(String, TransportSlot)>,
 }
 
 impl State {
@@ -51,9 +75,32 @@ impl State {
             .and_then(|i| self.messages.get(i))
     }
 
-    fn push_outbox(&mut self, event: PendingEvent) {
+    fn registered(&self) -> i64 {
+        self.registry.iter().fold(0, |m, (_, s)| m | slot_bit(*s))
+    }
+
+    /// Queues the event for every registered transport; no row (`None`)
+    /// when none is registered.
+    fn push_outbox(&mut self, mut event: PendingEvent) -> Option<OutboxId> {
+        event.pending = self.registered();
+        if event.pending == 0 {
+            return None;
+        }
         self.next_outbox += 1;
         self.outbox.insert(self.next_outbox, event);
+        Some(self.next_outbox)
+    }
+
+    /// Drops the row once no registered transport owes it and none refused it.
+    fn settle(&mut self, id: OutboxId) {
+        let registered = self.registered();
+        if self
+            .outbox
+            .get(&id)
+            .is_some_and(|p| p.pending & registered == 0 && p.refused_by == 0)
+        {
+            self.outbox.remove(&id);
+        }
     }
 
     fn unread(&self, conv: &ConversationId, user: &UserId) -> (Seq, u64) {
@@ -74,6 +121,7 @@ impl State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    sinks: CommitSinks,
 }
 
 impl MemoryStore {
@@ -135,16 +183,18 @@ impl Store for MemoryStore {
             reactions: Vec::new(),
         };
         st.messages.push(message.clone());
-        st.push_outbox(PendingEvent {
+        let outbox_id = st.push_outbox(PendingEvent::new(
+            message.conversation_id.clone(),
+            event::NEW_MESSAGE,
+            id,
+        ));
+        // Under the lock: sinks see commits in commit order.
+        self.sinks.publish(vec![Committed {
+            outbox_id,
             conversation_id: message.conversation_id.clone(),
             event: event::NEW_MESSAGE,
-            payload: None,
-            message: id,
-            attempts: 0,
-            last_error: None,
-            refused: false,
-            lease: None,
-        });
+            body: CommittedBody::Message(message.clone()),
+        }]);
         Ok(Appended {
             message,
             created: true,
@@ -228,16 +278,15 @@ impl Store for MemoryStore {
                 user_id: user.clone(),
                 seq,
             });
-            st.push_outbox(PendingEvent {
+            let mut row = PendingEvent::new(conv.clone(), event::MESSAGES_READ, 0);
+            row.payload = Some(payload.clone());
+            let outbox_id = st.push_outbox(row);
+            self.sinks.publish(vec![Committed {
+                outbox_id,
                 conversation_id: conv.clone(),
                 event: event::MESSAGES_READ,
-                payload: Some(payload),
-                message: 0,
-                attempts: 0,
-                last_error: None,
-                refused: false,
-                lease: None,
-            });
+                body: CommittedBody::Payload(payload),
+            }]);
         }
         Ok(ReadUpdate { state, advanced })
     }
@@ -314,54 +363,60 @@ impl Store for MemoryStore {
         let event = apply_change(message, user, change, at);
         let message = message.clone();
         let payload = change_payload(&message, user, event);
-        st.push_outbox(PendingEvent {
+        let mut row = PendingEvent::new(message.conversation_id.clone(), event, id);
+        row.payload = Some(payload.clone());
+        let outbox_id = st.push_outbox(row);
+        self.sinks.publish(vec![Committed {
+            outbox_id,
             conversation_id: message.conversation_id.clone(),
             event,
-            payload: Some(payload),
-            message: id,
-            attempts: 0,
-            last_error: None,
-            refused: false,
-            lease: None,
-        });
+            body: CommittedBody::Payload(payload),
+        }]);
         Ok(message)
     }
 
-    async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>> {
-        check_max(max)?;
-        let st = self.lock();
-        Ok(st
-            .outbox
-            .range(after + 1..)
-            .filter(|(_, p)| !p.refused)
-            .take(max as usize)
-            .map(|(&id, p)| OutboxItem {
-                id,
-                conversation_id: p.conversation_id.clone(),
-                event: p.event.to_owned(),
-                payload: match &p.payload {
-                    Some(payload) => payload.clone(),
-                    None => st
-                        .message(p.message)
-                        .map(event::message_payload)
-                        .unwrap_or_default(),
-                },
-            })
-            .collect())
+    async fn register_transports(&self, keys: &[String]) -> Result<Vec<TransportSlot>> {
+        let mut st = self.lock();
+        let (slots, added) = assign_slots(&st.registry, keys)?;
+        st.registry.extend(added);
+        Ok(slots)
     }
 
-    async fn lease_outbox(
-        &self,
-        owner: &str,
-        max: u32,
-        lease: std::time::Duration,
-    ) -> Result<Vec<OutboxItem>> {
-        check_max(max)?;
+    async fn forget_transport(&self, key: &str) -> Result<bool> {
+        let mut st = self.lock();
+        let Some(at) = st.registry.iter().position(|(k, _)| k == key) else {
+            return Ok(false);
+        };
+        let (_, slot) = st.registry.remove(at);
+        let ids: Vec<OutboxId> = st.outbox.keys().copied().collect();
+        for id in ids {
+            if let Some(row) = st.outbox.get_mut(&id) {
+                row.pending &= !slot_bit(slot);
+                row.refused_by &= !slot_bit(slot);
+            }
+            st.settle(id);
+        }
+        Ok(true)
+    }
+
+    fn add_commit_sink(&self, sink: CommitSink) -> u64 {
+        self.sinks.add(sink)
+    }
+
+    fn remove_commit_sink(&self, id: u64) {
+        self.sinks.remove(id)
+    }
+
+    async fn lease_outbox(&self, request: LeaseRequest<'_>) -> Result<Vec<OutboxItem>> {
+        check_max(request.max)?;
         let now = super::now_ms();
-        let until = now.saturating_add(super::lease_ms(lease));
+        let until = now.saturating_add(super::lease_ms(request.lease));
+        let queued_before = now.saturating_sub(super::duration_ms(request.min_age));
+        let bit = slot_bit(request.slot);
+        let owner = request.owner;
         let mut st = self.lock();
         let foreign = |p: &PendingEvent| {
-            !p.refused && matches!(&p.lease, Some((o, t)) if o != owner && *t > now)
+            p.pending != 0 && matches!(&p.lease, Some((o, t)) if o != owner && *t > now)
         };
         let busy: std::collections::HashSet<ConversationId> = st
             .outbox
@@ -372,33 +427,35 @@ impl Store for MemoryStore {
         let ids: Vec<OutboxId> = st
             .outbox
             .iter()
-            .filter(|(_, p)| !p.refused && !busy.contains(&p.conversation_id))
-            .take(max as usize)
+            .filter(|(_, p)| p.pending & bit != 0 && !busy.contains(&p.conversation_id))
+            .filter(|(_, p)| p.queued_at <= queued_before)
+            .take(request.max as usize)
             .map(|(&id, _)| id)
             .collect();
         let mut items = Vec::with_capacity(ids.len());
         for id in ids {
+            let payload = match st.outbox.get(&id) {
+                Some(p) => match &p.payload {
+                    Some(payload) => Some(payload.clone()),
+                    None => st.message(p.message).map(event::message_payload),
+                },
+                None => continue,
+            };
             let Some(p) = st.outbox.get_mut(&id) else {
                 continue;
             };
+            let Some(payload) = payload else {
+                p.refused_by |= p.pending;
+                p.pending = 0;
+                p.last_error = Some(missing_message(Some(p.message)));
+                continue;
+            };
             p.lease = Some((owner.to_owned(), until));
-            let (conversation_id, event_name, payload, message) = (
-                p.conversation_id.clone(),
-                p.event,
-                p.payload.clone(),
-                p.message,
-            );
             items.push(OutboxItem {
                 id,
-                conversation_id,
-                event: event_name.to_owned(),
-                payload: match payload {
-                    Some(payload) => payload,
-                    None => st
-                        .message(message)
-                        .map(event::message_payload)
-                        .unwrap_or_default(),
-                },
+                conversation_id: p.conversation_id.clone(),
+                event: p.event.to_owned(),
+                payload,
             });
         }
         Ok(items)
@@ -413,37 +470,53 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()> {
+    async fn ack_outbox(&self, slot: TransportSlot, ids: &[OutboxId]) -> Result<()> {
         let mut st = self.lock();
         for id in ids {
-            st.outbox.remove(id);
+            if let Some(row) = st.outbox.get_mut(id) {
+                row.pending &= !slot_bit(slot);
+            }
+            st.settle(*id);
         }
         Ok(())
     }
 
-    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()> {
-        if let Some(row) = self.lock().outbox.get_mut(&id) {
+    async fn fail_outbox(
+        &self,
+        slot: TransportSlot,
+        id: OutboxId,
+        error: &str,
+        refused: bool,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(row) = st.outbox.get_mut(&id) {
             row.attempts += 1;
             row.last_error = Some(error.to_owned());
-            row.refused |= refused;
+            if refused {
+                row.pending &= !slot_bit(slot);
+                row.refused_by |= slot_bit(slot);
+            }
         }
         Ok(())
     }
 
     async fn list_outbox(&self, max: u32) -> Result<Vec<OutboxRow>> {
         check_max(max)?;
-        Ok(self
-            .lock()
+        let st = self.lock();
+        let registered = st.registered();
+        Ok(st
             .outbox
             .iter()
+            .filter(|(_, p)| p.pending & registered != 0 || p.refused_by != 0)
             .take(max as usize)
             .map(|(&id, p)| OutboxRow {
                 id,
                 conversation_id: p.conversation_id.clone(),
                 event: p.event.to_owned(),
+                pending_for: keys_in(&st.registry, p.pending),
                 attempts: p.attempts,
                 last_error: p.last_error.clone(),
-                refused: p.refused,
+                refused: p.refused_by != 0,
             })
             .collect())
     }

@@ -60,8 +60,15 @@ pub enum MessageChange {
     Unreact,
 }
 
-/// An event waiting for delivery, written in the same transaction as the
-/// change it announces.
+/// A durable transport's slot in the store's registry of transports
+/// ([`Store::register_transports`]): bit `1 << slot` of an outbox row's
+/// masks. At most [`MAX_TRANSPORT_SLOTS`] are registered.
+pub type TransportSlot = u8;
+
+/// Durable transports a store can track delivery for.
+pub const MAX_TRANSPORT_SLOTS: usize = 63;
+
+/// A pending event read back from the outbox to recover its delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
     pub id: OutboxId,
@@ -76,10 +83,100 @@ pub struct OutboxRow {
     pub id: OutboxId,
     pub conversation_id: ConversationId,
     pub event: String,
+    /// The registered transports that have not taken it yet.
+    pub pending_for: Vec<String>,
     pub attempts: u32,
     pub last_error: Option<String>,
-    /// A transport refused it for good; it will not be retried.
+    /// A transport refused it for good; it will not be retried there.
     pub refused: bool,
+}
+
+/// What a committed change announces, handed to the commit sinks in commit
+/// order right after the commit and before the caller is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Its outbox row; `None` when no durable transport is registered (no
+    /// row was written).
+    pub outbox_id: Option<OutboxId>,
+    pub conversation_id: ConversationId,
+    pub event: &'static str,
+    pub body: CommittedBody,
+}
+
+/// A committed event's payload: the stored message (serialized by the
+/// receiver, off the writer), or the payload the store already built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommittedBody {
+    Message(Message),
+    Payload(Bytes),
+}
+
+impl Committed {
+    /// The event's JSON payload.
+    pub fn payload(&self) -> Bytes {
+        match &self.body {
+            CommittedBody::Message(m) => crate::event::message_payload(m),
+            CommittedBody::Payload(p) => p.clone(),
+        }
+    }
+}
+
+/// Receives every batch of committed events, in commit order. Called on
+/// the store's writer: it must only hand the batch on, never block.
+pub type CommitSink = Arc<dyn Fn(Vec<Committed>) + Send + Sync>;
+
+/// The sinks of one store, called in registration order.
+#[derive(Default)]
+pub struct CommitSinks {
+    sinks: std::sync::RwLock<Vec<(u64, CommitSink)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl CommitSinks {
+    pub fn add(&self, sink: CommitSink) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, sink));
+        id
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(i, _)| *i != id);
+    }
+
+    /// Hands `batch` to every sink (nothing when it is empty).
+    pub fn publish(&self, batch: Vec<Committed>) {
+        if batch.is_empty() {
+            return;
+        }
+        let sinks = self.sinks.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(((_, last), rest)) = sinks.split_last() {
+            for (_, sink) in rest {
+                sink(batch.clone());
+            }
+            last(batch);
+        }
+    }
+}
+
+/// Which rows a recovery pass may lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseRequest<'a> {
+    /// Who claims (one engine: a node of a cluster).
+    pub owner: &'a str,
+    /// For which transport: rows that transport has not taken or refused.
+    pub slot: TransportSlot,
+    pub max: u32,
+    /// How long the rows stay the owner's.
+    pub lease: std::time::Duration,
+    /// Only rows queued at least this long ago (rows of a live engine are
+    /// delivered from its memory; a periodic pass looks only for strays).
+    pub min_age: std::time::Duration,
 }
 
 /// Durable storage. Every method is one transaction; an error means nothing
@@ -144,35 +241,53 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
     ) -> Result<Message>;
 
-    /// Pending (not refused) outbox rows with an id above `after`, in id order.
-    async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>>;
+    /// Registers durable transports by key (slots are created on first
+    /// use and kept), returning their slots in order. Every outbox row
+    /// written from then on is owed to every registered transport, until
+    /// each took it ([`ack_outbox`](Self::ack_outbox)) or refused it; rows
+    /// from before a transport was registered are not owed to it. Also
+    /// returns the registry to what the store says (rows written by another
+    /// process or node).
+    async fn register_transports(&self, keys: &[String]) -> Result<Vec<TransportSlot>>;
 
-    /// Claims up to `max` pending (not refused) rows for `owner` until
-    /// `lease` from now, in id order, so that several engines sharing one
-    /// store (nodes of a cluster) deliver each row from one node at a time.
-    /// A conversation whose rows another owner holds an unexpired lease on
-    /// is skipped whole, so one conversation's events go out from one owner,
-    /// in order. The owner's own rows are returned again (renewing their
-    /// lease) until acked, refused or released; rows of an owner that
-    /// stopped (a node that died) are taken over once their lease ran out.
-    async fn lease_outbox(
-        &self,
-        owner: &str,
-        max: u32,
-        lease: std::time::Duration,
-    ) -> Result<Vec<OutboxItem>>;
+    /// Forgets a registered transport: rows stop waiting for it. Returns
+    /// whether it was registered.
+    async fn forget_transport(&self, key: &str) -> Result<bool>;
+
+    /// Adds a receiver of every committed event (see [`Committed`]);
+    /// returns its id for [`remove_commit_sink`](Self::remove_commit_sink).
+    fn add_commit_sink(&self, sink: CommitSink) -> u64;
+
+    fn remove_commit_sink(&self, id: u64);
+
+    /// Claims up to `request.max` rows that `request.slot` has not taken,
+    /// in id order, for `request.owner` until `request.lease` from now, so
+    /// that several engines sharing one store (nodes of a cluster) recover
+    /// each conversation from one node at a time: a conversation whose
+    /// rows another owner holds an unexpired lease on is skipped whole. The
+    /// owner's own rows are returned again (renewing their lease) until
+    /// acked, refused or released. A `new-message` row whose message is
+    /// gone is refused with that reason, never returned empty.
+    async fn lease_outbox(&self, request: LeaseRequest<'_>) -> Result<Vec<OutboxItem>>;
 
     /// Gives up `owner`'s leases (a graceful stop), so another owner may
     /// claim those rows at once.
     async fn release_outbox(&self, owner: &str) -> Result<()>;
 
-    /// Marks rows delivered (removes them).
-    async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()>;
+    /// Records that the transport in `slot` took these rows; a row every
+    /// registered transport took is removed.
+    async fn ack_outbox(&self, slot: TransportSlot, ids: &[OutboxId]) -> Result<()>;
 
-    /// Records a failed attempt. A retryable failure leaves the row pending;
-    /// a permanent one (`refused`) keeps it, with the reason, but it is
-    /// never claimed again.
-    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()>;
+    /// Records a failed attempt of the transport in `slot`. A retryable
+    /// failure leaves the row pending; a permanent one (`refused`) keeps it
+    /// with the reason, and that transport never claims it again.
+    async fn fail_outbox(
+        &self,
+        slot: TransportSlot,
+        id: OutboxId,
+        error: &str,
+        refused: bool,
+    ) -> Result<()>;
 
     /// Pending and refused rows, oldest first, for operators.
     async fn list_outbox(&self, max: u32) -> Result<Vec<OutboxRow>>;
@@ -329,6 +444,72 @@ pub(crate) fn change_payload(message: &Message, user: &UserId, event_name: &str)
     } else {
         event::message_payload(message)
     }
+}
+
+/// The bit of `slot` in an outbox row's `pending` and `refused_by` masks.
+pub(crate) fn slot_bit(slot: TransportSlot) -> i64 {
+    1i64 << (slot as u32 % MAX_TRANSPORT_SLOTS as u32)
+}
+
+/// The store's registry of durable transports: `(key, slot)` pairs.
+pub(crate) type Registry = Vec<(String, TransportSlot)>;
+
+/// The slots of `keys` given the registry so far (`(key, slot)` pairs):
+/// known keys keep theirs, new ones take the lowest free slots. Returns
+/// the slots in `keys` order and the entries to add.
+pub(crate) fn assign_slots(
+    registry: &[(String, TransportSlot)],
+    keys: &[String],
+) -> Result<(Vec<TransportSlot>, Registry)> {
+    let mut taken: Vec<(String, TransportSlot)> = registry.to_vec();
+    let mut added = Vec::new();
+    let mut slots = Vec::with_capacity(keys.len());
+    for key in keys {
+        if key.is_empty() || key.len() > 200 {
+            return Err(Error::Config(format!(
+                "transport key {key:?} must be 1-200 bytes long"
+            )));
+        }
+        if let Some((_, slot)) = taken.iter().find(|(k, _)| k == key) {
+            slots.push(*slot);
+            continue;
+        }
+        let free = (0..MAX_TRANSPORT_SLOTS as TransportSlot)
+            .find(|s| !taken.iter().any(|(_, t)| t == s))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "transport {key:?} cannot be registered: the store already tracks \
+                     {MAX_TRANSPORT_SLOTS} transports (`tidings outbox --forget KEY` frees one)"
+                ))
+            })?;
+        taken.push((key.clone(), free));
+        added.push((key.clone(), free));
+        slots.push(free);
+    }
+    Ok((slots, added))
+}
+
+/// The registered transports' keys whose bits are set in `mask`.
+pub(crate) fn keys_in(registry: &[(String, TransportSlot)], mask: i64) -> Vec<String> {
+    let mut keys: Vec<&(String, TransportSlot)> = registry
+        .iter()
+        .filter(|(_, slot)| mask & slot_bit(*slot) != 0)
+        .collect();
+    keys.sort_by_key(|(_, slot)| *slot);
+    keys.into_iter().map(|(k, _)| k.clone()).collect()
+}
+
+/// The reason a `new-message` row is refused when its message is gone.
+pub(crate) fn missing_message(id: Option<MessageId>) -> String {
+    match id {
+        Some(id) => format!("message {id} of this event no longer exists"),
+        None => "the event names no message and carries no payload".to_owned(),
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A lease's length in milliseconds (at least 1), for the backends.

@@ -53,9 +53,14 @@ impl LocalTransport {
 
     /// Publishes an event to the current subscribers, if any.
     pub fn publish(&self, event: Event) {
+        self.publish_shared(Arc::new(event));
+    }
+
+    /// Publishes an event every subscriber shares.
+    pub fn publish_shared(&self, event: Arc<Event>) {
         if let Some(sender) = &*self.sender() {
             // No subscriber is not an error: the event reached everyone listening.
-            let _ = sender.send(Arc::new(event));
+            let _ = sender.send(event);
         }
     }
 
@@ -72,9 +77,24 @@ impl Transport for LocalTransport {
         "local"
     }
 
+    /// Live-only: a subscriber that missed events catches up from the store.
+    fn outbox_key(&self) -> Option<String> {
+        None
+    }
+
     async fn deliver(&self, channel: &str, event: &str, payload: Bytes) -> Result<()> {
         self.publish(Event::new(channel, event, payload));
         Ok(())
+    }
+
+    async fn deliver_batch(&self, events: &[Arc<Event>]) -> Vec<Result<()>> {
+        events
+            .iter()
+            .map(|e| {
+                self.publish_shared(e.clone());
+                Ok(())
+            })
+            .collect()
     }
 }
 

@@ -120,6 +120,22 @@ impl PollingTransport {
         }
     }
 
+    /// Adds shared events to the log and wakes the readers once.
+    fn append(&self, events: &[Arc<Event>]) {
+        {
+            let mut log = self.lock();
+            for event in events {
+                log.newest += 1;
+                let cursor = log.newest;
+                log.entries.push_back((cursor, event.clone()));
+            }
+            while log.entries.len() > self.capacity {
+                log.entries.pop_front();
+            }
+        }
+        self.arrived.notify_waiters();
+    }
+
     /// The newest cursor: where a new reader starts.
     pub fn head(&self) -> u64 {
         self.lock().newest
@@ -132,19 +148,19 @@ impl Transport for PollingTransport {
         "polling"
     }
 
+    /// Live-only: the log is in memory; readers catch up from the store.
+    fn outbox_key(&self) -> Option<String> {
+        None
+    }
+
     async fn deliver(&self, channel: &str, event: &str, payload: Bytes) -> Result<()> {
-        {
-            let mut log = self.lock();
-            log.newest += 1;
-            let cursor = log.newest;
-            log.entries
-                .push_back((cursor, Arc::new(Event::new(channel, event, payload))));
-            while log.entries.len() > self.capacity {
-                log.entries.pop_front();
-            }
-        }
-        self.arrived.notify_waiters();
+        self.append(&[Arc::new(Event::new(channel, event, payload))]);
         Ok(())
+    }
+
+    async fn deliver_batch(&self, events: &[Arc<Event>]) -> Vec<Result<()>> {
+        self.append(events);
+        events.iter().map(|_| Ok(())).collect()
     }
 }
 

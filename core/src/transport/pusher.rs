@@ -10,6 +10,7 @@
 //! without its body, marked `"truncated": true`, and clients fetch the
 //! message by id.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -249,15 +250,41 @@ impl Transport for PusherTransport {
         &self.name
     }
 
+    /// The endpoint and app, never the secret.
+    fn outbox_key(&self) -> Option<String> {
+        Some(format!(
+            "pusher:{}/apps/{}",
+            self.endpoint.base, self.endpoint.app_id
+        ))
+    }
+
+    /// Every attempt with its backoff, plus a second: the retries are this
+    /// transport's own.
+    fn call_timeout(&self) -> Duration {
+        let attempts = self.policy.attempts.max(1);
+        let backoffs = (0..attempts).fold(Duration::ZERO, |sum, n| {
+            sum + self.policy.first_backoff.saturating_mul(1 << n.min(16))
+        });
+        self.policy
+            .timeout
+            .saturating_mul(attempts)
+            .saturating_add(backoffs)
+            .saturating_add(Duration::from_secs(1))
+    }
+
+    fn max_batch(&self) -> usize {
+        MAX_BATCH
+    }
+
     async fn deliver(&self, channel: &str, event: &str, payload: Bytes) -> Result<()> {
-        let e = Event::new(channel, event, payload);
+        let e = Arc::new(Event::new(channel, event, payload));
         self.deliver_batch(std::slice::from_ref(&e))
             .await
             .pop()
             .unwrap_or(Ok(()))
     }
 
-    async fn deliver_batch(&self, events: &[Event]) -> Vec<Result<()>> {
+    async fn deliver_batch(&self, events: &[Arc<Event>]) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = events.iter().map(|_| None).collect();
         let mut ready: Vec<(usize, String)> = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
@@ -284,13 +311,13 @@ impl Transport for PusherTransport {
             }
             let refs: Vec<(&Event, String)> = chunk
                 .iter()
-                .map(|(i, d)| (&events[*i], d.clone()))
+                .map(|(i, d)| (&*events[*i], d.clone()))
                 .collect();
             match self.send_chunk(&refs).await {
                 Err(err) if err.is_permanent() && chunk.len() > 1 => {
                     // One bad event must not sink its neighbours: resend one by one.
                     for (i, data) in chunk {
-                        let result = self.send_chunk(&[(&events[i], data)]).await;
+                        let result = self.send_chunk(&[(&*events[i], data)]).await;
                         held.record(&events[i].channel, &result);
                         results[i] = Some(result);
                     }

@@ -27,8 +27,10 @@ use tokio_postgres::NoTls;
 use self::rows::{chain, db, load_reactions, message_from_row, messages_where, MESSAGE_COLUMNS};
 use self::writer::Writer;
 use super::{
-    apply_change, change_payload, check_change, check_max, no_message, now_ms, redact_url, search,
-    Appended, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
+    apply_change, assign_slots, change_payload, check_change, check_max, keys_in, missing_message,
+    no_message, now_ms, redact_url, search, slot_bit, Appended, CommitSink, CommitSinks, Committed,
+    CommittedBody, LeaseRequest, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
+    TransportSlot,
 };
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -47,7 +49,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/postgres/0003_outbox_lease.sql"),
     ),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_delivery_slots.sql"),
+    ),
 ];
+/// The bits of every registered transport, as an SQL expression.
+const REGISTERED_MASK: &str =
+    "(SELECT COALESCE(bit_or(1::bigint << slot::int), 0) FROM outbox_transports)";
 /// Pooled connections for reads and non-append writes (the writer has its own).
 const POOL_SIZE: usize = 16;
 /// Connect timeout unless the URL sets `connect_timeout`.
@@ -59,6 +68,8 @@ const MIGRATION_LOCK: i64 = 0x7469_6469_6e67_7301;
 /// Advisory lock key outbox claims run under: "tidings\x02". Claims are
 /// serialized so that one conversation's rows never go to two nodes.
 const OUTBOX_LOCK: i64 = 0x7469_6469_6e67_7302;
+/// Advisory lock key registry changes run under: "tidings\x03".
+const REGISTRY_LOCK: i64 = 0x7469_6469_6e67_7303;
 /// Longest PostgreSQL identifier.
 const MAX_SCHEMA_LEN: usize = 63;
 
@@ -73,6 +84,7 @@ pub struct PostgresStore {
     writer: Writer,
     /// The URL without password or query, for error messages.
     target: String,
+    sinks: std::sync::Arc<CommitSinks>,
 }
 
 impl PostgresStore {
@@ -141,11 +153,13 @@ impl PostgresStore {
             other => other,
         })?;
         drop(client);
-        let writer = Writer::spawn(pool.clone(), target.clone())?;
+        let sinks = std::sync::Arc::new(CommitSinks::default());
+        let writer = Writer::spawn(pool.clone(), target.clone(), sinks.clone())?;
         Ok(PostgresStore {
             pool,
             writer,
             target,
+            sinks,
         })
     }
 
@@ -388,28 +402,46 @@ impl Store for PostgresStore {
             seq,
         });
         // One statement: the mark moves only forward, and the event is
-        // written exactly when it moved.
-        let written = execute(
-            &client,
-            context,
-            "WITH advanced AS (
-                 INSERT INTO read_state (conversation, user_id, seq) VALUES ($1, $2, $3)
-                 ON CONFLICT (conversation, user_id) DO UPDATE SET seq = EXCLUDED.seq
-                 WHERE read_state.seq < EXCLUDED.seq
-                 RETURNING seq
-             )
-             INSERT INTO outbox (conversation, event, payload)
-             SELECT $1, $4, $5 FROM advanced",
-            &[
-                &row_id,
-                &user.as_str(),
-                &seq,
-                &event::MESSAGES_READ,
-                &payload_text(&payload)?,
-            ],
-        )
-        .await?;
-        if written > 0 {
+        // queued exactly when it moved.
+        let stmt = client
+            .prepare_cached(&format!(
+                "WITH advanced AS (
+                     INSERT INTO read_state (conversation, user_id, seq) VALUES ($1, $2, $3)
+                     ON CONFLICT (conversation, user_id) DO UPDATE SET seq = EXCLUDED.seq
+                     WHERE read_state.seq < EXCLUDED.seq
+                     RETURNING seq
+                 ), queued AS (
+                     INSERT INTO outbox (conversation, event, payload, pending, queued_at)
+                     SELECT $1, $4, $5, r.mask, $6 FROM advanced, (SELECT {REGISTERED_MASK} AS mask) r
+                     WHERE r.mask <> 0
+                     RETURNING id
+                 )
+                 SELECT (SELECT count(*) FROM advanced), (SELECT id FROM queued)"
+            ))
+            .await
+            .map_err(db(context))?;
+        let written = client
+            .query_one(
+                &stmt,
+                &[
+                    &row_id,
+                    &user.as_str(),
+                    &seq,
+                    &event::MESSAGES_READ,
+                    &payload_text(&payload)?,
+                    &now_ms(),
+                ],
+            )
+            .await
+            .map_err(db(context))?;
+        let advanced: i64 = written.try_get(0).map_err(db(context))?;
+        if advanced > 0 {
+            self.sinks.publish(vec![Committed {
+                outbox_id: written.try_get(1).map_err(db(context))?,
+                conversation_id: conv.clone(),
+                event: event::MESSAGES_READ,
+                body: CommittedBody::Payload(payload),
+            }]);
             return Ok(ReadUpdate {
                 state: state(seq),
                 advanced: true,
@@ -599,56 +631,106 @@ impl Store for PostgresStore {
         }
         let event_name = apply_change(&mut message, user, change, at);
         let payload = change_payload(&message, user, event_name);
-        execute(
-            &tx,
-            "writing the outbox",
-            "INSERT INTO outbox (conversation, event, message, payload)
-             SELECT conversation, $2, id, $3 FROM messages WHERE id = $1",
-            &[&id, &event_name, &payload_text(&payload)?],
-        )
-        .await?;
+        let stmt = tx
+            .prepare_cached(&format!(
+                "INSERT INTO outbox (conversation, event, message, payload, pending, queued_at)
+                 SELECT m.conversation, $2, m.id, $3, r.mask, $4
+                 FROM messages m, (SELECT {REGISTERED_MASK} AS mask) r
+                 WHERE m.id = $1 AND r.mask <> 0
+                 RETURNING id"
+            ))
+            .await
+            .map_err(db("writing the outbox"))?;
+        let queued = tx
+            .query_opt(
+                &stmt,
+                &[&id, &event_name, &payload_text(&payload)?, &now_ms()],
+            )
+            .await
+            .map_err(db("writing the outbox"))?;
+        let outbox_id: Option<OutboxId> = match queued {
+            Some(row) => Some(row.try_get(0).map_err(db("writing the outbox"))?),
+            None => None,
+        };
         tx.commit().await.map_err(db(context))?;
+        self.sinks.publish(vec![Committed {
+            outbox_id,
+            conversation_id: message.conversation_id.clone(),
+            event: event_name,
+            body: CommittedBody::Payload(payload),
+        }]);
         Ok(message)
     }
 
-    async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>> {
-        check_max(max)?;
-        let context = "claiming the outbox";
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT o.id, c.key, o.event, o.payload, o.message FROM outbox o
-                 JOIN conversations c ON c.id = o.conversation
-                 WHERE o.id > $1 AND NOT o.refused ORDER BY o.id LIMIT $2",
+    async fn register_transports(&self, keys: &[String]) -> Result<Vec<TransportSlot>> {
+        let context = "registering transports";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db(context))?;
+        // Serialized with other nodes registering, so slots never collide.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK])
+            .await
+            .map_err(db(context))?;
+        let registry = read_registry(&tx).await?;
+        let (slots, added) = assign_slots(&registry, keys)?;
+        for (key, slot) in &added {
+            tx.execute(
+                "INSERT INTO outbox_transports (slot, key) VALUES ($1, $2)",
+                &[&i16::from(*slot), key],
             )
             .await
             .map_err(db(context))?;
-        let rows = client
-            .query(&stmt, &[&after, &i64::from(max)])
-            .await
-            .map_err(db(context))?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let get = db(context);
-            claimed.push((
-                row.try_get::<_, OutboxId>(0).map_err(&get)?,
-                row.try_get::<_, &str>(1).map_err(&get)?,
-                row.try_get::<_, String>(2).map_err(&get)?,
-                row.try_get::<_, Option<String>>(3).map_err(&get)?,
-                row.try_get::<_, Option<MessageId>>(4).map_err(&get)?,
-            ));
         }
-        outbox_items(&client, claimed).await
+        tx.commit().await.map_err(db(context))?;
+        Ok(slots)
     }
 
-    async fn lease_outbox(
-        &self,
-        owner: &str,
-        max: u32,
-        lease: Duration,
-    ) -> Result<Vec<OutboxItem>> {
-        check_max(max)?;
-        check_storable("outbox owner", owner)?;
+    async fn forget_transport(&self, key: &str) -> Result<bool> {
+        let context = "forgetting a transport";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db(context))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK])
+            .await
+            .map_err(db(context))?;
+        let registry = read_registry(&tx).await?;
+        let Some((_, slot)) = registry.iter().find(|(k, _)| k == key) else {
+            return Ok(false);
+        };
+        let bit = slot_bit(*slot);
+        let mask = registry
+            .iter()
+            .filter(|(k, _)| k != key)
+            .fold(0, |m, (_, s)| m | slot_bit(*s));
+        tx.execute("DELETE FROM outbox_transports WHERE key = $1", &[&key])
+            .await
+            .map_err(db(context))?;
+        tx.execute(
+            "UPDATE outbox SET pending = pending & ~$1::bigint, refused_by = refused_by & ~$1::bigint
+             WHERE (pending | refused_by) & $1::bigint <> 0",
+            &[&bit],
+        )
+        .await
+        .map_err(db(context))?;
+        tx.execute(
+            "DELETE FROM outbox WHERE pending & $1::bigint = 0 AND refused_by = 0",
+            &[&mask],
+        )
+        .await
+        .map_err(db(context))?;
+        tx.commit().await.map_err(db(context))?;
+        Ok(true)
+    }
+
+    fn add_commit_sink(&self, sink: CommitSink) -> u64 {
+        self.sinks.add(sink)
+    }
+
+    fn remove_commit_sink(&self, id: u64) {
+        self.sinks.remove(id)
+    }
+
+    async fn lease_outbox(&self, request: LeaseRequest<'_>) -> Result<Vec<OutboxItem>> {
+        check_max(request.max)?;
+        check_storable("outbox owner", request.owner)?;
         let context = "leasing the outbox";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db(context))?;
@@ -656,7 +738,8 @@ impl Store for PostgresStore {
             .await
             .map_err(db("waiting for the outbox claim lock"))?;
         let now = now_ms();
-        let until = now.saturating_add(super::lease_ms(lease));
+        let until = now.saturating_add(super::lease_ms(request.lease));
+        let queued_before = now.saturating_sub(super::duration_ms(request.min_age));
         // A new statement after the lock: its snapshot sees every lease
         // committed by earlier claims. SKIP LOCKED passes over rows being
         // acknowledged or failed right now.
@@ -664,10 +747,11 @@ impl Store for PostgresStore {
             .prepare_cached(
                 "WITH busy AS (
                      SELECT DISTINCT conversation FROM outbox
-                     WHERE NOT refused AND lease_until > $3 AND lease_owner <> $1
+                     WHERE pending <> 0 AND lease_until > $3 AND lease_owner <> $1
                  ), picked AS (
                      SELECT o.id FROM outbox o
-                     WHERE NOT o.refused AND o.conversation NOT IN (SELECT conversation FROM busy)
+                     WHERE o.pending & $5 <> 0 AND o.queued_at <= $6
+                       AND o.conversation NOT IN (SELECT conversation FROM busy)
                      ORDER BY o.id LIMIT $4
                      FOR UPDATE SKIP LOCKED
                  )
@@ -679,7 +763,17 @@ impl Store for PostgresStore {
             .await
             .map_err(db(context))?;
         let rows = tx
-            .query(&stmt, &[&owner, &until, &now, &i64::from(max)])
+            .query(
+                &stmt,
+                &[
+                    &request.owner,
+                    &until,
+                    &now,
+                    &i64::from(request.max),
+                    &slot_bit(request.slot),
+                    &queued_before,
+                ],
+            )
             .await
             .map_err(db(context))?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -694,7 +788,19 @@ impl Store for PostgresStore {
             ));
         }
         claimed.sort_unstable_by_key(|r| r.0);
-        let items = outbox_items(&tx, claimed).await?;
+        let (items, missing) = outbox_items(&tx, claimed).await?;
+        for (id, message) in missing {
+            // Reported, never delivered empty.
+            let reason = missing_message(message);
+            tracing::error!(outbox_id = id, %reason, "an outbox row cannot be delivered; it is kept as refused");
+            tx.execute(
+                "UPDATE outbox SET refused_by = refused_by | pending, pending = 0, last_error = $2
+                 WHERE id = $1",
+                &[&id, &reason],
+            )
+            .await
+            .map_err(db(context))?;
+        }
         tx.commit().await.map_err(db(context))?;
         Ok(items)
     }
@@ -712,35 +818,54 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()> {
+    async fn ack_outbox(&self, slot: TransportSlot, ids: &[OutboxId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
+        let context = "acknowledging deliveries";
         let client = self.client().await?;
+        // One statement: the last transport's ack removes the row, an
+        // earlier one clears its bit.
         let stmt = client
-            .prepare_cached("DELETE FROM outbox WHERE id = ANY($1::bigint[])")
+            .prepare_cached(&format!(
+                "WITH gone AS (
+                     DELETE FROM outbox WHERE id = ANY($1::bigint[])
+                       AND pending & ~$2::bigint & {REGISTERED_MASK} = 0 AND refused_by = 0
+                     RETURNING id
+                 )
+                 UPDATE outbox SET pending = pending & ~$2::bigint
+                 WHERE id = ANY($1::bigint[]) AND id NOT IN (SELECT id FROM gone)"
+            ))
             .await
-            .map_err(db("acknowledging deliveries"))?;
+            .map_err(db(context))?;
         client
-            .execute(&stmt, &[&ids])
+            .execute(&stmt, &[&ids, &slot_bit(slot)])
             .await
-            .map_err(db("acknowledging deliveries"))?;
+            .map_err(db(context))?;
         Ok(())
     }
 
-    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()> {
+    async fn fail_outbox(
+        &self,
+        slot: TransportSlot,
+        id: OutboxId,
+        error: &str,
+        refused: bool,
+    ) -> Result<()> {
         // A transport's error text could hold a NUL; keep the rest of it.
         let error = error.replace('\0', "\u{fffd}");
+        let bit = if refused { slot_bit(slot) } else { 0 };
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-                 refused = refused OR $3 WHERE id = $1",
+                 pending = pending & ~$3::bigint, refused_by = refused_by | $3::bigint
+                 WHERE id = $1",
             )
             .await
             .map_err(db("recording a failed delivery"))?;
         client
-            .execute(&stmt, &[&id, &error, &refused])
+            .execute(&stmt, &[&id, &error, &bit])
             .await
             .map_err(db("recording a failed delivery"))?;
         Ok(())
@@ -750,44 +875,69 @@ impl Store for PostgresStore {
         check_max(max)?;
         let context = "listing the outbox";
         let client = self.client().await?;
+        let registry = read_registry(&client).await?;
+        let mask = registry.iter().fold(0, |m, (_, s)| m | slot_bit(*s));
         let stmt = client
             .prepare_cached(
-                "SELECT o.id, c.key, o.event, o.attempts, o.last_error, o.refused FROM outbox o
-                 JOIN conversations c ON c.id = o.conversation ORDER BY o.id LIMIT $1",
+                "SELECT o.id, c.key, o.event, o.pending, o.attempts, o.last_error, o.refused_by
+                 FROM outbox o JOIN conversations c ON c.id = o.conversation
+                 WHERE o.pending & $2 <> 0 OR o.refused_by <> 0
+                 ORDER BY o.id LIMIT $1",
             )
             .await
             .map_err(db(context))?;
         let rows = client
-            .query(&stmt, &[&i64::from(max)])
+            .query(&stmt, &[&i64::from(max), &mask])
             .await
             .map_err(db(context))?;
         rows.iter()
             .map(|row| {
                 let get = db(context);
                 let key: &str = row.try_get(1).map_err(&get)?;
-                let attempts: i32 = row.try_get(3).map_err(&get)?;
+                let attempts: i32 = row.try_get(4).map_err(&get)?;
+                let refused_by: i64 = row.try_get(6).map_err(&get)?;
                 Ok(OutboxRow {
                     id: row.try_get(0).map_err(&get)?,
                     conversation_id: ConversationId::parse(key)?,
                     event: row.try_get(2).map_err(&get)?,
+                    pending_for: keys_in(&registry, row.try_get(3).map_err(&get)?),
                     attempts: u32::try_from(attempts).unwrap_or(0),
-                    last_error: row.try_get(4).map_err(&get)?,
-                    refused: row.try_get(5).map_err(&get)?,
+                    last_error: row.try_get(5).map_err(&get)?,
+                    refused: refused_by != 0,
                 })
             })
             .collect()
     }
 }
 
+/// The registered transports, `(key, slot)`.
+async fn read_registry<C: GenericClient>(client: &C) -> Result<Vec<(String, TransportSlot)>> {
+    let context = "reading the transport registry";
+    let rows = client
+        .query("SELECT key, slot FROM outbox_transports ORDER BY slot", &[])
+        .await
+        .map_err(db(context))?;
+    rows.iter()
+        .map(|row| {
+            let slot: i16 = row.try_get(1).map_err(db(context))?;
+            Ok((
+                row.try_get(0).map_err(db(context))?,
+                TransportSlot::try_from(slot).unwrap_or(0),
+            ))
+        })
+        .collect()
+}
+
 /// A claimed outbox row: id, conversation key, event, payload, message.
 type ClaimedRow<'a> = (OutboxId, &'a str, String, Option<String>, Option<MessageId>);
 
 /// Outbox rows as items: `new-message` rows carry no payload, so it is built
-/// from their messages.
+/// from their messages. Rows whose message is gone come back apart, as
+/// `(row id, message id)`.
 async fn outbox_items<C: GenericClient>(
     client: &C,
     claimed: Vec<ClaimedRow<'_>>,
-) -> Result<Vec<OutboxItem>> {
+) -> Result<(Vec<OutboxItem>, Vec<(OutboxId, Option<MessageId>)>)> {
     let wanted: Vec<MessageId> = claimed
         .iter()
         .filter(|r| r.3.is_none())
@@ -801,30 +951,33 @@ async fn outbox_items<C: GenericClient>(
     let by_id: std::collections::HashMap<MessageId, &Message> =
         messages.iter().map(|m| (m.id, m)).collect();
     let mut conversation: Option<ConversationId> = None;
-    claimed
-        .into_iter()
-        .map(|(id, key, event, payload, message)| {
-            let conversation_id = match &conversation {
-                Some(c) if c.as_str() == key => c.clone(),
-                _ => {
-                    let parsed = ConversationId::parse(key)?;
-                    conversation = Some(parsed.clone());
-                    parsed
+    let mut items = Vec::with_capacity(claimed.len());
+    let mut missing = Vec::new();
+    for (id, key, event, payload, message) in claimed {
+        let conversation_id = match &conversation {
+            Some(c) if c.as_str() == key => c.clone(),
+            _ => {
+                let parsed = ConversationId::parse(key)?;
+                conversation = Some(parsed.clone());
+                parsed
+            }
+        };
+        let payload = match payload {
+            Some(p) => Bytes::from(p),
+            None => match message.and_then(|m| by_id.get(&m)) {
+                Some(m) => event::message_payload(m),
+                None => {
+                    missing.push((id, message));
+                    continue;
                 }
-            };
-            let payload = match payload {
-                Some(p) => Bytes::from(p),
-                None => message
-                    .and_then(|m| by_id.get(&m))
-                    .map(|m| event::message_payload(m))
-                    .unwrap_or_default(),
-            };
-            Ok(OutboxItem {
-                id,
-                conversation_id,
-                event,
-                payload,
-            })
-        })
-        .collect()
+            },
+        };
+        items.push(OutboxItem {
+            id,
+            conversation_id,
+            event,
+            payload,
+        });
+    }
+    Ok((items, missing))
 }

@@ -18,6 +18,7 @@
 //! batch's first message land?) rather than guessed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use deadpool_postgres::{ClientWrapper, Object, Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
@@ -26,7 +27,9 @@ use super::rows::{chain, db, load_reactions, messages_from_rows, pg_error, MESSA
 use crate::domain::{ConversationId, Message, MessageId, NewMessage};
 use crate::error::{Error, Result};
 use crate::event;
-use crate::store::{existing_for_retry, Appended};
+use crate::store::{
+    existing_for_retry, now_ms, Appended, CommitSinks, Committed, CommittedBody, OutboxId,
+};
 
 /// Most appends in one transaction.
 const MAX_GROUP: usize = 4096;
@@ -42,18 +45,23 @@ const UPSERT_CONVERSATIONS: &str = "\
     RETURNING id, key, last_seq";
 
 /// Outbox rows are inserted in message id order, so new-message events of a
-/// conversation are claimed in seq order.
+/// conversation are recovered in seq order; each is owed to every
+/// registered transport, and none is written while there is none.
 const INSERT_MESSAGES: &str = "\
     WITH inserted AS (
         INSERT INTO messages (conversation, seq, sender, body, client_msg_id, created_at)
         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
                              $6::bigint[])
         RETURNING id, conversation, seq
+    ), registry AS (
+        SELECT COALESCE(bit_or(1::bigint << slot::int), 0) AS mask FROM outbox_transports
     ), queued AS (
-        INSERT INTO outbox (conversation, event, message)
-        SELECT conversation, $7::text, id FROM inserted ORDER BY id
+        INSERT INTO outbox (conversation, event, message, pending, queued_at)
+        SELECT i.conversation, $7::text, i.id, r.mask, $8::bigint
+        FROM inserted i, registry r WHERE r.mask <> 0 ORDER BY i.id
+        RETURNING id, message
     )
-    SELECT id, conversation, seq FROM inserted";
+    SELECT i.id, i.conversation, i.seq, q.id FROM inserted i LEFT JOIN queued q ON q.message = i.id";
 
 const UPDATE_CONVERSATIONS: &str = "\
     UPDATE conversations AS c
@@ -73,12 +81,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// `target` names the database in error messages.
-    pub(super) fn spawn(pool: Pool, target: String) -> Result<Writer> {
+    /// `target` names the database in error messages; `sinks` hear of every
+    /// committed message before its sender is answered.
+    pub(super) fn spawn(pool: Pool, target: String, sinks: Arc<CommitSinks>) -> Result<Writer> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::storage("starting the PostgreSQL writer task", e))?;
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
-        runtime.spawn(run(pool, target, receiver));
+        runtime.spawn(run(pool, target, receiver, sinks));
         Ok(Writer { queue })
     }
 
@@ -94,11 +103,31 @@ impl Writer {
     }
 }
 
-async fn run(pool: Pool, target: String, mut receiver: mpsc::Receiver<Request>) {
+async fn run(
+    pool: Pool,
+    target: String,
+    mut receiver: mpsc::Receiver<Request>,
+    sinks: Arc<CommitSinks>,
+) {
     let mut conn: Option<ClientWrapper> = None;
     let mut batch = Vec::new();
     while receiver.recv_many(&mut batch, MAX_GROUP).await > 0 {
         let answers = commit_group(&pool, &target, &mut conn, &batch).await;
+        // Announced before anyone is answered, in commit order.
+        sinks.publish(
+            answers
+                .iter()
+                .filter_map(|a| a.as_ref().ok())
+                .filter(|(a, _)| a.created)
+                .map(|(a, outbox_id)| Committed {
+                    outbox_id: *outbox_id,
+                    conversation_id: a.message.conversation_id.clone(),
+                    event: event::NEW_MESSAGE,
+                    body: CommittedBody::Message(a.message.clone()),
+                })
+                .collect(),
+        );
+        let answers = answers.into_iter().map(|a| a.map(|(appended, _)| appended));
         for (request, answer) in batch.drain(..).zip(answers) {
             // The caller may have gone away; its message is stored regardless.
             let _ = request.reply.send(answer);
@@ -107,13 +136,16 @@ async fn run(pool: Pool, target: String, mut receiver: mpsc::Receiver<Request>) 
 }
 
 /// What a batch transaction came to.
+/// An appended message and its outbox row, if one was written.
+type Stored = (Appended, Option<OutboxId>);
+
 enum Outcome {
-    Committed(Vec<Result<Appended>>),
+    Committed(Vec<Result<Stored>>),
     /// Nothing was written.
     Failed(Error),
     /// COMMIT was sent but its answer lost: committed iff `probe` exists.
     InDoubt {
-        results: Vec<Result<Appended>>,
+        results: Vec<Result<Stored>>,
         probe: Probe,
         error: Error,
     },
@@ -135,8 +167,8 @@ async fn commit_group(
     target: &str,
     conn: &mut Option<ClientWrapper>,
     batch: &[Request],
-) -> Vec<Result<Appended>> {
-    let fail_all = |error: &Error| -> Vec<Result<Appended>> {
+) -> Vec<Result<Stored>> {
+    let fail_all = |error: &Error| -> Vec<Result<Stored>> {
         let text = message_of(error);
         batch
             .iter()
@@ -309,13 +341,13 @@ async fn write_batch(client: &mut ClientWrapper, msgs: &[&NewMessage]) -> Outcom
 }
 
 struct Planned {
-    results: Vec<Result<Appended>>,
+    results: Vec<Result<Stored>>,
     probe: Option<Probe>,
 }
 
 /// The answer to one request of the batch, before the messages' ids are known.
 enum Slot {
-    Done(Box<Result<Appended>>),
+    Done(Box<Result<Stored>>),
     /// Stored as row `n` of the insert.
     New(usize),
     /// A retry of row `n`, first sent earlier in this batch.
@@ -358,9 +390,14 @@ async fn append_batch(tx: &Transaction<'_>, msgs: &[&NewMessage]) -> Result<Plan
                 continue;
             }
             if let Some(first) = earlier.get(&(key, client_id)) {
-                let answer = existing_for_retry(first, msg).map(|message| Appended {
-                    message,
-                    created: false,
+                let answer = existing_for_retry(first, msg).map(|message| {
+                    (
+                        Appended {
+                            message,
+                            created: false,
+                        },
+                        None,
+                    )
                 });
                 slots.push(Slot::Done(Box::new(answer)));
                 continue;
@@ -388,12 +425,12 @@ async fn append_batch(tx: &Transaction<'_>, msgs: &[&NewMessage]) -> Result<Plan
     let ids = insert_messages(tx, &rows).await?;
     update_conversations(tx, &conversations).await?;
 
-    let created: Vec<Message> = ids
+    let created: Vec<(Message, Option<OutboxId>)> = ids
         .iter()
         .zip(0..)
-        .map(|(&id, n)| {
+        .map(|(&(id, outbox_id), n)| {
             let msg = msgs[rows.request[n]];
-            Message {
+            let message = Message {
                 id,
                 conversation_id: msg.conversation_id.clone(),
                 seq: rows.seq[n],
@@ -404,7 +441,8 @@ async fn append_batch(tx: &Transaction<'_>, msgs: &[&NewMessage]) -> Result<Plan
                 edited_at: None,
                 deleted_at: None,
                 reactions: Vec::new(),
-            }
+            };
+            (message, outbox_id)
         })
         .collect();
     let missing = || Error::storage_msg("an appended message has no id");
@@ -413,21 +451,33 @@ async fn append_batch(tx: &Transaction<'_>, msgs: &[&NewMessage]) -> Result<Plan
         .zip(msgs)
         .map(|(slot, msg)| match slot {
             Slot::Done(answer) => *answer,
-            Slot::New(n) => created
-                .get(n)
-                .cloned()
-                .ok_or_else(missing)
-                .map(|message| Appended {
-                    message,
-                    created: true,
-                }),
+            Slot::New(n) => {
+                created
+                    .get(n)
+                    .cloned()
+                    .ok_or_else(missing)
+                    .map(|(message, outbox_id)| {
+                        (
+                            Appended {
+                                message,
+                                created: true,
+                            },
+                            outbox_id,
+                        )
+                    })
+            }
             Slot::RetryOf(n) => created
                 .get(n)
                 .ok_or_else(missing)
-                .and_then(|first| existing_for_retry(first, msg))
-                .map(|message| Appended {
-                    message,
-                    created: false,
+                .and_then(|(first, _)| existing_for_retry(first, msg))
+                .map(|message| {
+                    (
+                        Appended {
+                            message,
+                            created: false,
+                        },
+                        None,
+                    )
                 }),
         })
         .collect();
@@ -435,7 +485,7 @@ async fn append_batch(tx: &Transaction<'_>, msgs: &[&NewMessage]) -> Result<Plan
         .conversation
         .first()
         .zip(ids.first())
-        .map(|(&c, &m)| Probe {
+        .map(|(&c, &(m, _))| Probe {
             conversation: c,
             message: m,
         });
@@ -539,8 +589,12 @@ async fn messages_by_client_id<'a>(
     Ok(out)
 }
 
-/// Inserts the rows and their outbox rows; returns the ids, row by row.
-async fn insert_messages(tx: &Transaction<'_>, rows: &Rows<'_>) -> Result<Vec<MessageId>> {
+/// Inserts the rows and their outbox rows; returns the message and outbox
+/// ids, row by row.
+async fn insert_messages(
+    tx: &Transaction<'_>,
+    rows: &Rows<'_>,
+) -> Result<Vec<(MessageId, Option<OutboxId>)>> {
     if rows.seq.is_empty() {
         return Ok(Vec::new());
     }
@@ -560,16 +614,19 @@ async fn insert_messages(tx: &Transaction<'_>, rows: &Rows<'_>) -> Result<Vec<Me
                 &rows.client_msg_id,
                 &rows.created_at,
                 &event::NEW_MESSAGE,
+                &now_ms(),
             ],
         )
         .await
         .map_err(db(context))?;
-    let mut by_seq: HashMap<(i64, i64), MessageId> = HashMap::with_capacity(inserted.len());
+    let mut by_seq: HashMap<(i64, i64), (MessageId, Option<OutboxId>)> =
+        HashMap::with_capacity(inserted.len());
     for row in inserted {
         let id: MessageId = row.try_get(0).map_err(db(context))?;
         let conversation: i64 = row.try_get(1).map_err(db(context))?;
         let seq: i64 = row.try_get(2).map_err(db(context))?;
-        by_seq.insert((conversation, seq), id);
+        let outbox_id: Option<OutboxId> = row.try_get(3).map_err(db(context))?;
+        by_seq.insert((conversation, seq), (id, outbox_id));
     }
     rows.conversation
         .iter()

@@ -19,8 +19,9 @@ use rusqlite::{params, Connection, OpenFlags};
 use self::rows::{conversation_row, db, load_reactions, messages_where};
 use self::writer::{message_for_change, Writer};
 use super::{
-    apply_change, change_payload, check_change, check_max, no_message, search, Appended,
-    MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
+    apply_change, assign_slots, change_payload, check_change, check_max, keys_in, missing_message,
+    no_message, search, slot_bit, Appended, CommitSink, CommitSinks, Committed, CommittedBody,
+    LeaseRequest, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store, TransportSlot,
 };
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -39,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/sqlite/0003_outbox_lease.sql"),
     ),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_delivery_slots.sql"),
+    ),
 ];
 /// Idle reader connections kept for reuse.
 const MAX_IDLE_READERS: usize = 8;
@@ -47,6 +52,7 @@ const MAX_IDLE_READERS: usize = 8;
 pub struct SqliteStore {
     writer: Writer,
     readers: Arc<ReaderPool>,
+    sinks: Arc<CommitSinks>,
 }
 
 impl SqliteStore {
@@ -105,13 +111,15 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::storage("opening SQLite", e))??;
         let (conn, path) = opened;
-        let writer = Writer::spawn(conn, "tidings-sqlite-writer".into())?;
+        let sinks = Arc::new(CommitSinks::default());
+        let writer = Writer::spawn(conn, "tidings-sqlite-writer".into(), sinks.clone())?;
         Ok(SqliteStore {
             writer,
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
             }),
+            sinks,
         })
     }
 
@@ -328,8 +336,9 @@ impl Store for SqliteStore {
         up_to: Seq,
     ) -> Result<ReadUpdate> {
         let (conv, user) = (conv.clone(), user.clone());
+        let registered = self.writer.registered();
         self.writer
-            .write(move |conn| {
+            .write_events(move |conn, events| {
                 let Some((row, last_seq)) = conversation_row(conn, conv.as_str())? else {
                     return Ok(ReadUpdate {
                         state: ReadState {
@@ -364,7 +373,15 @@ impl Store for SqliteStore {
                     user_id: state.user_id.clone(),
                     seq,
                 });
-                insert_outbox(conn, row, event::MESSAGES_READ, None, &payload)?;
+                let mask = registered.load(std::sync::atomic::Ordering::Acquire);
+                let outbox_id =
+                    insert_outbox(conn, row, event::MESSAGES_READ, None, &payload, mask)?;
+                events.push(Committed {
+                    outbox_id,
+                    conversation_id: state.conversation_id.clone(),
+                    event: event::MESSAGES_READ,
+                    body: CommittedBody::Payload(payload),
+                });
                 Ok(ReadUpdate {
                     state,
                     advanced: true,
@@ -473,8 +490,9 @@ impl Store for SqliteStore {
         at: i64,
     ) -> Result<Message> {
         let user = user.clone();
+        let registered = self.writer.registered();
         self.writer
-            .write(move |conn| {
+            .write_events(move |conn, events| {
                 let mut message = message_for_change(conn, id)?.ok_or_else(|| no_message(id))?;
                 check_change(&message, &user, &change)?;
                 let sql_db = db("changing a message");
@@ -519,66 +537,93 @@ impl Store for SqliteStore {
                 let payload = change_payload(&message, &user, event_name);
                 let (row, _) = conversation_row(conn, message.conversation_id.as_str())?
                     .ok_or_else(|| no_message(id))?;
-                insert_outbox(conn, row, event_name, Some(id), &payload)?;
+                let mask = registered.load(std::sync::atomic::Ordering::Acquire);
+                let outbox_id = insert_outbox(conn, row, event_name, Some(id), &payload, mask)?;
+                events.push(Committed {
+                    outbox_id,
+                    conversation_id: message.conversation_id.clone(),
+                    event: event_name,
+                    body: CommittedBody::Payload(payload),
+                });
                 Ok(message)
             })
             .await
     }
 
-    async fn claim_outbox(&self, after: OutboxId, max: u32) -> Result<Vec<OutboxItem>> {
-        check_max(max)?;
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT o.id, c.key, o.event, o.payload, o.message FROM outbox o
-                     JOIN conversations c ON c.id = o.conversation
-                     WHERE o.id > ?1 AND o.refused = 0 ORDER BY o.id LIMIT ?2",
-                )
-                .map_err(db("claiming the outbox"))?;
-            let rows: Vec<(OutboxId, String, String, Option<String>, Option<i64>)> = stmt
-                .query_map(params![after, max], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })
-                .and_then(|rows| rows.collect())
-                .map_err(db("claiming the outbox"))?;
-            // new-message rows carry no payload: build it from their messages.
-            let mut messages = Vec::new();
-            for id in rows.iter().filter(|r| r.3.is_none()).filter_map(|r| r.4) {
-                messages.extend(messages_where(conn, "m.id = ?1", [id])?);
-            }
-            load_reactions(conn, &mut messages)?;
-            let mut items = Vec::with_capacity(rows.len());
-            for (id, key, event, payload, message) in rows {
-                let payload = match payload {
-                    Some(p) => Bytes::from(p),
-                    None => messages
-                        .iter()
-                        .find(|m| Some(m.id) == message)
-                        .map(event::message_payload)
-                        .unwrap_or_default(),
-                };
-                items.push(OutboxItem {
-                    id,
-                    conversation_id: ConversationId::parse(&key)?,
-                    event,
-                    payload,
-                });
-            }
-            Ok(items)
-        })
-        .await
+    async fn register_transports(&self, keys: &[String]) -> Result<Vec<TransportSlot>> {
+        let keys = keys.to_vec();
+        let registered = self.writer.registered();
+        self.writer
+            .write(move |conn| {
+                let registry = read_registry(conn)?;
+                let (slots, added) = assign_slots(&registry, &keys)?;
+                let mut insert = conn
+                    .prepare_cached("INSERT INTO outbox_transports (slot, key) VALUES (?1, ?2)")
+                    .map_err(db("registering a transport"))?;
+                for (key, slot) in &added {
+                    insert
+                        .execute(params![slot, key])
+                        .map_err(db("registering a transport"))?;
+                }
+                let mask = registry
+                    .iter()
+                    .chain(&added)
+                    .fold(0, |m, (_, s)| m | slot_bit(*s));
+                registered.store(mask, std::sync::atomic::Ordering::Release);
+                Ok(slots)
+            })
+            .await
     }
 
-    async fn lease_outbox(
-        &self,
-        owner: &str,
-        max: u32,
-        lease: std::time::Duration,
-    ) -> Result<Vec<OutboxItem>> {
-        check_max(max)?;
-        let owner = owner.to_owned();
+    async fn forget_transport(&self, key: &str) -> Result<bool> {
+        let key = key.to_owned();
+        let registered = self.writer.registered();
+        self.writer
+            .write(move |conn| {
+                let registry = read_registry(conn)?;
+                let Some((_, slot)) = registry.iter().find(|(k, _)| *k == key) else {
+                    return Ok(false);
+                };
+                let bit = slot_bit(*slot);
+                let mask = registry
+                    .iter()
+                    .filter(|(k, _)| *k != key)
+                    .fold(0, |m, (_, s)| m | slot_bit(*s));
+                let context = db("forgetting a transport");
+                conn.execute("DELETE FROM outbox_transports WHERE key = ?1", [&key])
+                    .map_err(&context)?;
+                conn.execute(
+                    "UPDATE outbox SET pending = pending & ~?1, refused_by = refused_by & ~?1",
+                    [bit],
+                )
+                .map_err(&context)?;
+                conn.execute(
+                    "DELETE FROM outbox WHERE pending & ?1 = 0 AND refused_by = 0",
+                    [mask],
+                )
+                .map_err(&context)?;
+                registered.store(mask, std::sync::atomic::Ordering::Release);
+                Ok(true)
+            })
+            .await
+    }
+
+    fn add_commit_sink(&self, sink: CommitSink) -> u64 {
+        self.sinks.add(sink)
+    }
+
+    fn remove_commit_sink(&self, id: u64) {
+        self.sinks.remove(id)
+    }
+
+    async fn lease_outbox(&self, request: LeaseRequest<'_>) -> Result<Vec<OutboxItem>> {
+        check_max(request.max)?;
+        let owner = request.owner.to_owned();
         let now = super::now_ms();
-        let until = now.saturating_add(super::lease_ms(lease));
+        let until = now.saturating_add(super::lease_ms(request.lease));
+        let queued_before = now.saturating_sub(super::duration_ms(request.min_age));
+        let bit = slot_bit(request.slot);
+        let max = request.max;
         // On the writer: one transaction, so two claims never interleave.
         self.writer
             .write(move |conn| {
@@ -588,16 +633,19 @@ impl Store for SqliteStore {
                         "UPDATE outbox SET lease_owner = ?1, lease_until = ?2
                          WHERE id IN (
                              SELECT o.id FROM outbox o
-                             WHERE o.refused = 0 AND o.conversation NOT IN (
+                             WHERE o.pending & ?5 <> 0 AND o.queued_at <= ?6
+                               AND o.conversation NOT IN (
                                  SELECT b.conversation FROM outbox b
-                                 WHERE b.refused = 0 AND b.lease_until > ?3
+                                 WHERE b.pending <> 0 AND b.lease_until > ?3
                                    AND b.lease_owner IS NOT NULL AND b.lease_owner <> ?1)
                              ORDER BY o.id LIMIT ?4)
                          RETURNING id",
                     )
                     .map_err(&context)?;
                 let mut ids: Vec<OutboxId> = stmt
-                    .query_map(params![owner, until, now, max], |r| r.get(0))
+                    .query_map(params![owner, until, now, max, bit, queued_before], |r| {
+                        r.get(0)
+                    })
                     .and_then(|rows| rows.collect())
                     .map_err(&context)?;
                 ids.sort_unstable();
@@ -621,16 +669,28 @@ impl Store for SqliteStore {
                         })
                         .map_err(&context)?;
                     let payload = match (payload, message) {
-                        (Some(p), _) => Bytes::from(p),
+                        (Some(p), _) => Some(Bytes::from(p)),
                         (None, Some(message)) => {
                             let mut found = messages_where(conn, "m.id = ?1", [message])?;
                             load_reactions(conn, &mut found)?;
-                            found
-                                .first()
-                                .map(event::message_payload)
-                                .unwrap_or_default()
+                            found.first().map(event::message_payload)
                         }
-                        (None, None) => Bytes::new(),
+                        (None, None) => None,
+                    };
+                    let Some(payload) = payload else {
+                        // Reported, never delivered empty.
+                        conn.execute(
+                            "UPDATE outbox SET refused_by = refused_by | pending, pending = 0,
+                             last_error = ?2 WHERE id = ?1",
+                            params![id, missing_message(message)],
+                        )
+                        .map_err(&context)?;
+                        tracing::error!(
+                            outbox_id = id,
+                            reason = missing_message(message),
+                            "an outbox row cannot be delivered; it is kept as refused"
+                        );
+                        continue;
                     };
                     items.push(OutboxItem {
                         id,
@@ -658,33 +718,54 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn ack_outbox(&self, ids: &[OutboxId]) -> Result<()> {
+    async fn ack_outbox(&self, slot: TransportSlot, ids: &[OutboxId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let ids = ids.to_vec();
+        let bit = slot_bit(slot);
+        let registered = self.writer.registered();
         self.writer
             .write(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached("DELETE FROM outbox WHERE id = ?1")
-                    .map_err(db("acknowledging deliveries"))?;
+                let context = db("acknowledging deliveries");
+                let mask = registered.load(std::sync::atomic::Ordering::Acquire);
+                // The last transport's ack removes the row; an earlier one
+                // clears its bit.
+                let mut delete = conn
+                    .prepare_cached(
+                        "DELETE FROM outbox WHERE id = ?1 AND pending & ~?2 & ?3 = 0
+                         AND refused_by = 0",
+                    )
+                    .map_err(&context)?;
+                let mut clear = conn
+                    .prepare_cached("UPDATE outbox SET pending = pending & ~?2 WHERE id = ?1")
+                    .map_err(&context)?;
                 for id in ids {
-                    stmt.execute([id]).map_err(db("acknowledging deliveries"))?;
+                    if delete.execute(params![id, bit, mask]).map_err(&context)? == 0 {
+                        clear.execute(params![id, bit]).map_err(&context)?;
+                    }
                 }
                 Ok(())
             })
             .await
     }
 
-    async fn fail_outbox(&self, id: OutboxId, error: &str, refused: bool) -> Result<()> {
+    async fn fail_outbox(
+        &self,
+        slot: TransportSlot,
+        id: OutboxId,
+        error: &str,
+        refused: bool,
+    ) -> Result<()> {
         let error = error.to_owned();
+        let bit = if refused { slot_bit(slot) } else { 0 };
         self.writer
             .write(move |conn| {
                 conn.prepare_cached(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ?2,
-                     refused = MAX(refused, ?3) WHERE id = ?1",
+                     pending = pending & ~?3, refused_by = refused_by | ?3 WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![id, error, refused]))
+                .and_then(|mut s| s.execute(params![id, error, bit]))
                 .map_err(db("recording a failed delivery"))?;
                 Ok(())
             })
@@ -694,15 +775,20 @@ impl Store for SqliteStore {
     async fn list_outbox(&self, max: u32) -> Result<Vec<OutboxRow>> {
         check_max(max)?;
         self.read(move |conn| {
+            let registry = read_registry(conn)?;
+            let mask = registry.iter().fold(0, |m, (_, s)| m | slot_bit(*s));
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT o.id, c.key, o.event, o.attempts, o.last_error, o.refused FROM outbox o
-                     JOIN conversations c ON c.id = o.conversation ORDER BY o.id LIMIT ?1",
+                    "SELECT o.id, c.key, o.event, o.pending, o.attempts, o.last_error,
+                            o.refused_by FROM outbox o
+                     JOIN conversations c ON c.id = o.conversation
+                     WHERE o.pending & ?2 <> 0 OR o.refused_by <> 0
+                     ORDER BY o.id LIMIT ?1",
                 )
                 .map_err(db("listing the outbox"))?;
-            type Row = (OutboxId, String, String, u32, Option<String>, bool);
+            type Row = (OutboxId, String, String, i64, u32, Option<String>, i64);
             let rows: Vec<Row> = stmt
-                .query_map([max], |r| {
+                .query_map(params![max, mask], |r| {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
@@ -710,42 +796,74 @@ impl Store for SqliteStore {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 })
                 .and_then(|rows| rows.collect())
                 .map_err(db("listing the outbox"))?;
             rows.into_iter()
-                .map(|(id, key, event, attempts, last_error, refused)| {
-                    Ok(OutboxRow {
-                        id,
-                        conversation_id: ConversationId::parse(&key)?,
-                        event,
-                        attempts,
-                        last_error,
-                        refused,
-                    })
-                })
+                .map(
+                    |(id, key, event, pending, attempts, last_error, refused_by)| {
+                        Ok(OutboxRow {
+                            id,
+                            conversation_id: ConversationId::parse(&key)?,
+                            event,
+                            pending_for: keys_in(&registry, pending),
+                            attempts,
+                            last_error,
+                            refused: refused_by != 0,
+                        })
+                    },
+                )
                 .collect()
         })
         .await
     }
 }
 
+/// The registered transports, `(key, slot)`.
+fn read_registry(conn: &Connection) -> Result<Vec<(String, TransportSlot)>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT key, slot FROM outbox_transports ORDER BY slot")
+        .map_err(db("reading the transport registry"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .map_err(db("reading the transport registry"));
+    rows
+}
+
+/// Queues an event for the registered transports (`registered`: their
+/// bits); no row when there is none.
 fn insert_outbox(
     conn: &Connection,
     conversation: i64,
     event: &str,
     message: Option<MessageId>,
     payload: &[u8],
-) -> Result<()> {
+    registered: i64,
+) -> Result<Option<OutboxId>> {
+    if registered == 0 {
+        return Ok(None);
+    }
     let payload = std::str::from_utf8(payload)
         .map_err(|e| Error::storage("event payload is not UTF-8", e))?;
     conn.prepare_cached(
-        "INSERT INTO outbox (conversation, event, message, payload) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO outbox (conversation, event, message, payload, pending, queued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .and_then(|mut s| s.execute(params![conversation, event, message, payload]))
+    .and_then(|mut s| {
+        s.execute(params![
+            conversation,
+            event,
+            message,
+            payload,
+            registered,
+            super::now_ms()
+        ])
+    })
     .map_err(db("writing the outbox"))?;
-    Ok(())
+    Ok(Some(conn.last_insert_rowid()))
 }
 
 /// Keeps the search index in step with an edit (`Some(body)`) or delete

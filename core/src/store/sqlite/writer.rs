@@ -12,17 +12,21 @@
 //! message costs no lookup before its insert.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{conversation_row, load_reactions, message_by_client_id};
+use super::rows::{conversation_row, db, load_reactions, message_by_client_id};
 use crate::domain::{Message, NewMessage};
 use crate::error::{Error, Result};
 use crate::event;
-use crate::store::{existing_for_retry, Appended};
+use crate::store::{
+    existing_for_retry, now_ms, slot_bit, Appended, CommitSinks, Committed, CommittedBody, OutboxId,
+};
 
 /// Most jobs in one transaction.
 const MAX_GROUP: usize = 4096;
@@ -35,8 +39,8 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 
 /// A unit of work for the writer, answered after the commit.
 trait Job: Send {
-    /// Runs inside the open transaction.
-    fn run(&mut self, conn: &Connection);
+    /// Runs inside the open transaction; pushes the events it commits.
+    fn run(&mut self, conn: &Connection, events: &mut Vec<Committed>);
     /// Answers the caller; `commit` is the outcome of the whole transaction.
     fn finish(self: Box<Self>, commit: Result<(), &str>);
 }
@@ -50,16 +54,25 @@ enum Queued {
 #[derive(Clone)]
 pub(super) struct Writer {
     queue: mpsc::Sender<Queued>,
+    /// The bits of the registered transports, as new outbox rows get them.
+    registered: Arc<AtomicI64>,
 }
 
 impl Writer {
-    pub(super) fn spawn(conn: Connection, name: String) -> Result<Writer> {
+    pub(super) fn spawn(conn: Connection, name: String, sinks: Arc<CommitSinks>) -> Result<Writer> {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let registered = Arc::new(AtomicI64::new(registered_mask(&conn)?));
+        let shared = registered.clone();
         thread::Builder::new()
             .name(name)
-            .spawn(move || run(conn, receiver))
+            .spawn(move || run(conn, receiver, &shared, &sinks))
             .map_err(|e| Error::storage("starting the SQLite writer thread", e))?;
-        Ok(Writer { queue })
+        Ok(Writer { queue, registered })
+    }
+
+    /// The registered transports' bits, for rows written inside jobs.
+    pub(super) fn registered(&self) -> Arc<AtomicI64> {
+        self.registered.clone()
     }
 
     pub(super) async fn append(&self, msg: NewMessage) -> Result<Appended> {
@@ -76,6 +89,16 @@ impl Writer {
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.write_events(move |conn, _| f(conn)).await
+    }
+
+    /// Like [`write`](Self::write), for a job whose writes announce events:
+    /// it pushes them, and they reach the commit sinks after the commit.
+    pub(super) async fn write_events<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut Vec<Committed>) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = SavepointJob {
@@ -104,14 +127,19 @@ struct SavepointJob<T, F> {
 impl<T, F> Job for SavepointJob<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    F: FnOnce(&Connection, &mut Vec<Committed>) -> Result<T> + Send + 'static,
 {
-    fn run(&mut self, conn: &Connection) {
+    fn run(&mut self, conn: &Connection, events: &mut Vec<Committed>) {
         let Some(f) = self.f.take() else { return };
+        let before = events.len();
         let result = match conn.execute_batch("SAVEPOINT job") {
             Err(e) => Err(Error::storage("opening a savepoint", e)),
             Ok(()) => {
-                let result = f(conn);
+                let result = f(conn, events);
+                if result.is_err() {
+                    // Rolled back: what it announced did not happen.
+                    events.truncate(before);
+                }
                 let end = if result.is_ok() {
                     "RELEASE job"
                 } else {
@@ -138,10 +166,36 @@ where
     }
 }
 
-fn run(conn: Connection, mut receiver: mpsc::Receiver<Queued>) {
+/// The bits of every registered transport.
+fn registered_mask(conn: &Connection) -> Result<i64> {
+    let mut stmt = conn
+        .prepare_cached("SELECT slot FROM outbox_transports")
+        .map_err(db("reading the transport registry"))?;
+    let slots: Vec<u8> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(db("reading the transport registry"))?;
+    Ok(slots
+        .into_iter()
+        .fold(0, |mask, slot| mask | slot_bit(slot)))
+}
+
+/// Changes committed by other connections (another process on the same
+/// file) since the last call.
+fn data_version(conn: &Connection) -> Option<i64> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ok()
+}
+
+fn run(
+    conn: Connection,
+    mut receiver: mpsc::Receiver<Queued>,
+    registered: &AtomicI64,
+    sinks: &CommitSinks,
+) {
     let mut appends = Vec::new();
     let mut jobs: Vec<Box<dyn Job>> = Vec::new();
     let mut last_group = 0;
+    let mut seen_version = data_version(&conn);
     while let Some(first) = receiver.blocking_recv() {
         let mut group = Group {
             appends: &mut appends,
@@ -164,7 +218,17 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Queued>) {
             }
         }
         last_group = group.count;
-        commit_group(&conn, &mut appends, &mut jobs);
+        // Another process may have registered a transport.
+        let version = data_version(&conn);
+        if version != seen_version {
+            seen_version = version;
+            match registered_mask(&conn) {
+                Ok(mask) => registered.store(mask, Ordering::Release),
+                Err(err) => tracing::warn!(%err, "re-reading the transport registry failed"),
+            }
+        }
+        let mask = registered.load(Ordering::Acquire);
+        commit_group(&conn, &mut appends, &mut jobs, mask, sinks);
     }
 }
 
@@ -199,19 +263,40 @@ impl Group<'_> {
 
 type AppendRequest = (NewMessage, oneshot::Sender<Result<Appended>>);
 
-fn commit_group(conn: &Connection, appends: &mut Vec<AppendRequest>, jobs: &mut Vec<Box<dyn Job>>) {
+fn commit_group(
+    conn: &Connection,
+    appends: &mut Vec<AppendRequest>,
+    jobs: &mut Vec<Box<dyn Job>>,
+    registered: i64,
+    sinks: &CommitSinks,
+) {
+    let mut job_events = Vec::new();
     let outcome = transaction(conn, |conn| {
         let msgs: Vec<&NewMessage> = appends.iter().map(|(m, _)| m).collect();
-        let results = append_batch(conn, &msgs)?;
+        let results = append_batch(conn, &msgs, registered)?;
         for job in jobs.iter_mut() {
-            job.run(conn);
+            job.run(conn, &mut job_events);
         }
         Ok(results)
     });
     match outcome {
         Ok(results) => {
+            // Announced before anyone is answered, in commit order.
+            let mut events: Vec<Committed> = results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .filter(|(a, _)| a.created)
+                .map(|(a, outbox_id)| Committed {
+                    outbox_id: *outbox_id,
+                    conversation_id: a.message.conversation_id.clone(),
+                    event: event::NEW_MESSAGE,
+                    body: CommittedBody::Message(a.message.clone()),
+                })
+                .collect();
+            events.append(&mut job_events);
+            sinks.publish(events);
             for ((_, reply), result) in appends.drain(..).zip(results) {
-                let _ = reply.send(result);
+                let _ = reply.send(result.map(|(appended, _)| appended));
             }
             for job in jobs.drain(..) {
                 job.finish(Ok(()));
@@ -247,10 +332,19 @@ fn transaction<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -
     result
 }
 
-/// Appends a group of messages; the outer error aborts the transaction, an
-/// inner one answers only its message (e.g. a `client_msg_id` conflict).
-fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Appended>>> {
-    let mut results: Vec<Option<Result<Appended>>> = (0..msgs.len()).map(|_| None).collect();
+/// An appended message and its outbox row, if one was written.
+type Stored = (Appended, Option<OutboxId>);
+
+/// Appends a group of messages, with an outbox row each when a durable
+/// transport is registered (`registered`: their bits); the outer error
+/// aborts the transaction, an inner one answers only its message (e.g. a
+/// `client_msg_id` conflict).
+fn append_batch(
+    conn: &Connection,
+    msgs: &[&NewMessage],
+    registered: i64,
+) -> Result<Vec<Result<Stored>>> {
+    let mut results: Vec<Option<Result<Stored>>> = (0..msgs.len()).map(|_| None).collect();
     // Group by conversation, keeping arrival order inside each.
     let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
@@ -271,8 +365,12 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
         )
         .map_err(db)?;
     let mut insert_outbox = conn
-        .prepare_cached("INSERT INTO outbox (conversation, event, message) VALUES (?1, ?2, ?3)")
+        .prepare_cached(
+            "INSERT INTO outbox (conversation, event, message, pending, queued_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
         .map_err(db)?;
+    let queued_at = now_ms();
     for (key, members) in groups {
         let first = msgs[members[0]];
         let (conv, mut last_seq) = conversation_for_append(conn, key, first)?;
@@ -286,7 +384,7 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
                 client_id
                     .and_then(|c| fresh.get(c))
                     .and_then(|&j| match &results[j] {
-                        Some(Ok(a)) => Some(a.message.clone()),
+                        Some(Ok((a, _))) => Some(a.message.clone()),
                         _ => None,
                     });
             if let Some(first) = earlier_in_batch {
@@ -324,25 +422,33 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
             }
             last_seq += 1;
             let id = conn.last_insert_rowid();
-            insert_outbox
-                .execute(params![conv, event::NEW_MESSAGE, id])
-                .map_err(db)?;
+            let outbox_id = if registered != 0 {
+                insert_outbox
+                    .execute(params![conv, event::NEW_MESSAGE, id, registered, queued_at])
+                    .map_err(db)?;
+                Some(conn.last_insert_rowid())
+            } else {
+                None
+            };
             last_at = Some(msg.created_at);
-            results[i] = Some(Ok(Appended {
-                message: Message {
-                    id,
-                    conversation_id: msg.conversation_id.clone(),
-                    seq: last_seq,
-                    sender_id: msg.sender_id.clone(),
-                    body: msg.body.clone(),
-                    client_msg_id: msg.client_msg_id.clone(),
-                    created_at: msg.created_at,
-                    edited_at: None,
-                    deleted_at: None,
-                    reactions: Vec::new(),
+            results[i] = Some(Ok((
+                Appended {
+                    message: Message {
+                        id,
+                        conversation_id: msg.conversation_id.clone(),
+                        seq: last_seq,
+                        sender_id: msg.sender_id.clone(),
+                        body: msg.body.clone(),
+                        client_msg_id: msg.client_msg_id.clone(),
+                        created_at: msg.created_at,
+                        edited_at: None,
+                        deleted_at: None,
+                        reactions: Vec::new(),
+                    },
+                    created: true,
                 },
-                created: true,
-            }));
+                outbox_id,
+            )));
         }
         if let Some(at) = last_at {
             conn.prepare_cached(
@@ -359,10 +465,15 @@ fn append_batch(conn: &Connection, msgs: &[&NewMessage]) -> Result<Vec<Result<Ap
 }
 
 /// The answer to a retry: the first message, if the retry matches it.
-fn retry_of(first: &Message, retry: &NewMessage) -> Result<Appended> {
-    existing_for_retry(first, retry).map(|message| Appended {
-        message,
-        created: false,
+fn retry_of(first: &Message, retry: &NewMessage) -> Result<Stored> {
+    existing_for_retry(first, retry).map(|message| {
+        (
+            Appended {
+                message,
+                created: false,
+            },
+            None,
+        )
     })
 }
 
