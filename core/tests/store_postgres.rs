@@ -209,6 +209,11 @@ async fn killed_connections_fail_cleanly_and_recover() {
         .await
         .expect("store"),
     );
+    // A durable transport, so that every message writes its outbox row.
+    store
+        .register_transports(&["broker".to_owned()])
+        .await
+        .expect("register");
     let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("admin connection");
@@ -329,6 +334,11 @@ async fn a_connection_killed_during_commit_is_resolved_not_guessed() {
         .await
         .expect("store"),
     );
+    // A durable transport, so that every message writes its outbox row.
+    store
+        .register_transports(&["broker".to_owned()])
+        .await
+        .expect("register");
     let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("admin connection");

@@ -29,6 +29,9 @@ pub(crate) const QUEUE_CAPACITY: usize = 16 * 1024;
 pub(crate) const HELD_LIMIT: usize = 16 * 1024;
 /// Rows read back from the store per recovery round.
 const RECOVERY_BATCH: u32 = 500;
+/// Failed events whose attempt is written to the store per round (the
+/// rest are retried all the same).
+const FAILURES_RECORDED: usize = 64;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
@@ -247,17 +250,12 @@ impl Lane {
         if ready.is_empty() {
             return;
         }
-        let mut failed = false;
+        let mut failed = 0;
         let max = self.transport.max_batch().max(1);
         for chunk in ready.chunks(max) {
             let events: Vec<Arc<Event>> = chunk.iter().map(|i| i.event.clone()).collect();
             let results = self.call(&events).await;
             for (item, result) in chunk.iter().zip(results) {
-                if self.held_channels.contains(&item.event.channel) {
-                    // Behind an earlier failure of this round.
-                    self.held.push(item.clone());
-                    continue;
-                }
                 match (result, self.slot, item.outbox_id) {
                     (Ok(()), Some(slot), Some(id)) => self.context.acks.ack(slot, id),
                     (Ok(()), _, _) => {}
@@ -274,14 +272,26 @@ impl Lane {
                         );
                     }
                     (Err(err), slot, Some(id)) => {
-                        failed = true;
-                        self.record_failure(slot, id, &item.event, &err.to_string());
+                        if failed == 0 {
+                            tracing::warn!(
+                                transport = self.transport.name(),
+                                channel = %item.event.channel,
+                                event = %item.event.name,
+                                %err,
+                                "delivery failed; the event stays pending and is retried"
+                            );
+                        }
+                        if failed < FAILURES_RECORDED {
+                            self.record_failure(slot, id, &err.to_string());
+                        }
+                        failed += 1;
                         self.held_channels.insert(item.event.channel.clone());
                         self.held.push(item.clone());
                     }
                 }
             }
         }
+        let failed = failed > 0;
         if failed {
             if self.retry_at.is_none() {
                 self.retry_at = Some(Instant::now() + self.backoff);
@@ -318,24 +328,8 @@ impl Lane {
         }
     }
 
-    fn record_failure(
-        &self,
-        slot: Option<TransportSlot>,
-        id: OutboxId,
-        event: &Event,
-        error: &str,
-    ) {
-        // Logged and recorded once per channel and round.
-        if self.held_channels.contains(&event.channel) {
-            return;
-        }
-        tracing::warn!(
-            transport = self.transport.name(),
-            channel = %event.channel,
-            event = %event.name,
-            error,
-            "delivery failed; the event stays pending and is retried"
-        );
+    /// Counts the attempt on the row, with the error (`tidings outbox`).
+    fn record_failure(&self, slot: Option<TransportSlot>, id: OutboxId, error: &str) {
         if let Some(slot) = slot {
             let store = self.context.store.clone();
             let error = error.to_owned();
