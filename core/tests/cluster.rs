@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tidings::api::{ServeConfig, Server};
-use tidings::broker::{AppConfig, BrokerSettings};
+use tidings::broker::AppConfig;
 use tidings::cluster::ClusterSettings;
 use tidings::store::postgres::PostgresStore;
 use tidings::{signature, Engine, SendRequest, Transport};
@@ -96,10 +96,7 @@ async fn node(app_id: &str, store: &str, redis: &str) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::bind(ServeConfig {
         demo: true,
-        broker: BrokerSettings {
-            cluster: Some(settings(redis)),
-            ..BrokerSettings::default()
-        },
+        cluster: Some(settings(redis)),
         ..ServeConfig::new(
             "127.0.0.1:0".parse().expect("address"),
             dir.path(),

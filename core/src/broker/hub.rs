@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, Notify};
 
 use super::app::AppConfig;
 use super::channel;
+use super::cluster_port::{ClusterLink, Op};
 use super::protocol::{self, code, Frame};
 use super::webhook::HookEvent;
-use crate::cluster::link::{ClusterLink, Op};
 
 /// How long a cache channel keeps its last event.
 const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -132,7 +132,7 @@ struct Channel {
     members: HashMap<String, Member>,
     cached: Option<(Frame, Instant)>,
     /// In a cluster: every member of the channel on any node (user →
-    /// `user_info`), as the cluster last told; see [`crate::cluster`].
+    /// `user_info`), as the cluster last told; see [`super::cluster_port`].
     cluster_members: HashMap<String, String>,
 }
 
@@ -302,7 +302,7 @@ impl Hub {
     /// On a single node the hub decides everything here. In a cluster
     /// (while Redis is up) it tells the cluster instead, and the
     /// occupancy/member transitions, their frames to the others and their
-    /// webhooks come back from Redis ([`crate::cluster`]); while Redis is
+    /// webhooks come back from Redis (through the [`ClusterLink`]); while Redis is
     /// down it serves its own subscribers as a single node would, without
     /// webhooks.
     pub fn subscribe(

@@ -70,7 +70,6 @@
 //! Redis server (PUBLISH, not SPUBLISH).
 
 pub mod envelope;
-pub mod link;
 #[cfg(feature = "redis")]
 mod redis;
 pub mod scripts;
@@ -78,7 +77,9 @@ pub mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use link::{ClusterLink, ClusterState};
+/// The broker's port, which this adapter fills (its old path).
+pub use crate::broker::cluster_port as link;
+pub use crate::broker::cluster_port::{ClusterLink, ClusterState};
 
 use crate::broker::Broker;
 use crate::error::Result;

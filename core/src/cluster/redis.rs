@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::envelope::{self, BusMessage, Control};
-use super::link::{ClusterLink, ClusterState, Op};
 use super::scripts::{outcomes, Outcome, Script};
 use super::{Cluster, ClusterSettings};
 use crate::broker::channel::{ChannelKind, SERVER_TO_USER_PREFIX};
+use crate::broker::cluster_port::{ClusterLink, ClusterState, Op};
 use crate::broker::hub::ChannelInfo;
 use crate::broker::protocol::Frame;
 use crate::broker::webhook::{HookEvent, LEAVE_DELAY};

@@ -1,6 +1,11 @@
-//! The hub's side of the cluster, without I/O: the ordered queue of what
-//! this node tells the others, whether the cluster is reachable right now,
-//! and the cluster-wide queries the HTTP API asks.
+//! The broker's port to a cluster, in the broker's terms and without I/O:
+//! the ordered queue of what this node tells the others ([`Op`]), whether
+//! the cluster is reachable right now, and the cluster-wide queries the
+//! HTTP API asks ([`ClusterState`]). The broker defines it and never knows
+//! what is behind it: a cluster adapter (the Redis one, feature `redis`)
+//! sits above the broker, attaches a [`ClusterLink`] to each hub
+//! ([`Hub::join_cluster`](super::hub::Hub::join_cluster)), drains its queue and implements
+//! [`ClusterState`].
 //!
 //! Hubs enqueue while holding their channel lock and never wait: a full
 //! queue drops the operation and asks the adapter for a full resync (state
@@ -16,8 +21,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::broker::hub::ChannelInfo;
-use crate::broker::protocol::Frame;
+use super::hub::ChannelInfo;
+use super::protocol::Frame;
 use crate::error::Result;
 
 /// Operations a node's queue can hold before it asks for a resync.
@@ -125,7 +130,7 @@ impl ClusterLink {
     }
 
     /// Set by the adapter only, under the hub's lock (see
-    /// [`Hub::cluster_snapshot`](crate::broker::hub::Hub::cluster_snapshot)).
+    /// [`Hub::cluster_snapshot`](super::hub::Hub::cluster_snapshot)).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Release);
