@@ -129,8 +129,8 @@ impl ClusterLink {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Set by the adapter only, under the hub's lock (see
-    /// [`Hub::cluster_snapshot`](super::hub::Hub::cluster_snapshot)).
+    /// Set up by the adapter only, while the hub holds every channel's
+    /// lock (see [`Hub::cluster_snapshot`](super::hub::Hub::cluster_snapshot)).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Release);
