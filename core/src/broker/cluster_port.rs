@@ -9,10 +9,11 @@
 //!
 //! Hubs enqueue while holding their channel lock and never wait: a full
 //! queue drops the operation and asks the adapter for a full resync (state
-//! operations) or drops the event for the other nodes with a warning
-//! (events). While the cluster is down nothing is queued: the resync on
-//! reconnect carries the node's state, and events reach local subscribers
-//! only.
+//! operations) or refuses the event with a warning (events: the hub then
+//! fans it out to this node's subscribers only, and the engine's
+//! transport reports it as not delivered). While the cluster is down
+//! nothing is queued: the resync on reconnect carries the node's state,
+//! and events reach local subscribers only.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -27,7 +28,7 @@ use crate::error::Result;
 
 /// Operations a node's queue can hold before it asks for a resync.
 pub const QUEUE_CAPACITY: usize = 64 * 1024;
-/// How long an HTTP API call waits for its events to reach Redis.
+/// How long a flush waits for what was queued before it to reach Redis.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One thing this node tells the cluster, in order.
@@ -40,6 +41,10 @@ pub enum Op {
         frame: Frame,
         except: Option<Arc<str>>,
         cache: bool,
+        /// Whether this node's subscribers get it too (when it comes back,
+        /// or at once if Redis is lost first). `false` for a retry of an
+        /// event they already had ([`BrokerTransport`](super::BrokerTransport)).
+        here: bool,
     },
     /// One more subscription to `channel` on this node; `counted`: the app
     /// sends `subscription_count` for it.
@@ -67,7 +72,8 @@ pub enum Op {
     Terminate {
         user: String,
     },
-    /// Answered once everything queued before it reached Redis.
+    /// Answered once everything queued before it reached Redis; dropped
+    /// unanswered when that is not known (Redis lost or down).
     Flush(oneshot::Sender<()>),
 }
 
@@ -169,17 +175,20 @@ impl ClusterLink {
         false
     }
 
-    /// Resolves once everything queued so far reached Redis (at once while
-    /// the cluster is down, and at most after [`FLUSH_TIMEOUT`]).
-    pub async fn flush(&self) {
+    /// Resolves once everything queued so far reached Redis (`true`), or
+    /// when that cannot be confirmed (`false`): at once while the cluster
+    /// is down or the queue is full, when the connection to Redis is lost
+    /// first, and after [`FLUSH_TIMEOUT`]. What was queued still goes out
+    /// after a `false` (to Redis, or to this node's subscribers only).
+    pub async fn flush(&self) -> bool {
         if !self.is_up() {
-            return;
+            return false;
         }
         let (done, wait) = oneshot::channel();
         if self.queue.try_send(Op::Flush(done)).is_err() {
-            return;
+            return false;
         }
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, wait).await;
+        matches!(tokio::time::timeout(FLUSH_TIMEOUT, wait).await, Ok(Ok(())))
     }
 
     /// The adapter asks whether a resync was requested (and clears it).

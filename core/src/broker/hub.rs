@@ -628,18 +628,32 @@ impl Hub {
     /// on one node comes before a later one on another). While Redis is
     /// down it goes to this node's subscribers at once.
     pub fn publish(&self, channel_name: &str, frame: &Frame, except: Option<&str>) -> usize {
-        if let Some(link) = self.cluster.get() {
-            let queued = link.send(Op::Publish {
+        if self.publish_to_cluster(channel_name, frame, except, true) {
+            return 0;
+        }
+        self.publish_local(channel_name, frame, except)
+    }
+
+    /// Queues an event for every node of the cluster; `here`: this node's
+    /// subscribers get it too, when it comes back (`false`: they had it
+    /// already). `false` when it was not queued: no cluster, Redis down or
+    /// the queue full.
+    pub fn publish_to_cluster(
+        &self,
+        channel_name: &str,
+        frame: &Frame,
+        except: Option<&str>,
+        here: bool,
+    ) -> bool {
+        self.cluster.get().is_some_and(|link| {
+            link.send(Op::Publish {
                 channel: channel_name.to_owned(),
                 frame: frame.clone(),
                 except: except.map(Arc::from),
                 cache: channel::is_cache(channel_name),
-            });
-            if queued {
-                return 0;
-            }
-        }
-        self.publish_local(channel_name, frame, except)
+                here,
+            })
+        })
     }
 
     /// [`publish`](Self::publish) to this node's subscribers only: what an
@@ -657,11 +671,13 @@ impl Hub {
         }
     }
 
-    /// Resolves once this node's events so far reached the cluster (at
-    /// once on a single node or while Redis is down).
-    pub async fn cluster_flush(&self) {
-        if let Some(link) = self.cluster.get() {
-            link.flush().await;
+    /// Resolves once this node's events so far reached the cluster, or
+    /// once that cannot be confirmed (see [`ClusterLink::flush`]);
+    /// `true` when they did, and at once on a single node.
+    pub async fn cluster_flush(&self) -> bool {
+        match self.cluster.get() {
+            Some(link) => link.flush().await,
+            None => true,
         }
     }
 
