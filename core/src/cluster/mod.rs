@@ -18,7 +18,11 @@
 //! round trip for local subscribers too. A node's outgoing messages leave
 //! in one ordered queue over one connection. While Redis is unreachable
 //! events go to local subscribers at once; events sent but not back when
-//! the connection broke are delivered locally then.
+//! the connection broke are delivered locally then. The engine's events
+//! count as delivered (its outbox acknowledges them) only once Redis
+//! confirmed them; until then the outbox retries them, and the retries
+//! go to the other nodes only
+//! ([`BrokerTransport`](crate::broker::BrokerTransport)).
 //!
 //! ## Cluster-wide state
 //!
