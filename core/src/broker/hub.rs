@@ -8,16 +8,17 @@
 //! ## Locks
 //!
 //! Each channel has its own `RwLock`; the map from names to channels has
-//! another, held only to find, insert or remove an entry (never while a
-//! channel's lock is taken, and never during a fan-out). A fan-out reads
-//! its channel; a subscribe, an unsubscribe or a cache publish writes its
-//! channel only, so none of them waits behind another channel's fan-out.
-//! An entry leaves the map when its channel is idle: it is marked
-//! `removed` under its own lock, then taken out of the map; whoever finds
-//! a removed channel looks the name up again. The one place holding
-//! several locks is [`Hub::cluster_snapshot`]: the map's, then every
-//! channel's, for reading (no other code holds two, so no order can
-//! deadlock with it).
+//! another, held only to find, insert or remove an entry, never during a
+//! fan-out. A fan-out reads its channel; a subscribe, an unsubscribe or a
+//! cache publish writes its channel only, so none of them waits behind
+//! another channel's fan-out. An entry leaves the map when its channel is
+//! idle: it is marked `removed` under its own lock, that lock is released,
+//! then the entry is taken out of the map; whoever finds a removed channel
+//! looks the name up again, so no change lands in a channel that left the
+//! map. Only [`Hub::cluster_snapshot`] holds several locks: the map's,
+//! then every channel's, for reading. Everything else holds one lock at a
+//! time (never the map's while it waits for a channel's, nor a channel's
+//! while it waits for the map's), so nothing can deadlock with it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
