@@ -22,7 +22,7 @@ pub const MESSAGE_DELETED: &str = "message-deleted";
 pub const REACTION: &str = "reaction";
 
 /// One event for one channel, as transports deliver it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Event {
     pub channel: String,
     pub name: String,

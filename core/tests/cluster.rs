@@ -20,11 +20,12 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tidings::api::{ServeConfig, Server};
-use tidings::broker::{AppConfig, BrokerSettings};
+use tidings::broker::AppConfig;
 use tidings::cluster::ClusterSettings;
 use tidings::store::postgres::PostgresStore;
 use tidings::{signature, Engine, SendRequest, Transport};
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const KEY: &str = "cluster-test-key";
@@ -88,6 +89,7 @@ fn settings(redis: &str) -> ClusterSettings {
 /// One in-process node.
 struct Node {
     addr: SocketAddr,
+    engine: Engine,
     _stop: oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
@@ -96,10 +98,7 @@ async fn node(app_id: &str, store: &str, redis: &str) -> Node {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::bind(ServeConfig {
         demo: true,
-        broker: BrokerSettings {
-            cluster: Some(settings(redis)),
-            ..BrokerSettings::default()
-        },
+        cluster: Some(settings(redis)),
         ..ServeConfig::new(
             "127.0.0.1:0".parse().expect("address"),
             dir.path(),
@@ -110,14 +109,58 @@ async fn node(app_id: &str, store: &str, redis: &str) -> Node {
     .await
     .expect("bind");
     let addr = server.local_addr().expect("address");
+    let engine = server.state().engine.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = stopped.await;
     }));
     Node {
         addr,
+        engine,
         _stop: stop,
         _dir: dir,
+    }
+}
+
+/// A TCP proxy in front of Redis that can cut every connection (and
+/// refuse new ones) and let them through again: a Redis outage for one
+/// node only.
+struct Cuttable {
+    url: String,
+    cut: watch::Sender<bool>,
+}
+
+async fn cuttable(redis: &str) -> Cuttable {
+    let (scheme, rest) = redis.split_once("://").expect("redis://HOST:PORT");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (credentials, target) = match authority.rsplit_once('@') {
+        Some((c, t)) => (format!("{c}@"), t.to_owned()),
+        None => (String::new(), authority.to_owned()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (cut, watching) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if *watching.borrow() {
+                continue;
+            }
+            let mut watching = watching.clone();
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = watching.wait_for(|cut| *cut) => {}
+                }
+            });
+        }
+    });
+    Cuttable {
+        url: format!("{scheme}://{credentials}{addr}/{path}"),
+        cut,
     }
 }
 
@@ -735,4 +778,75 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_event_is_delivered_once_the_cluster_took_it_and_local_subscribers_get_it_once() {
+    let Some(redis) = env_url("TIDINGS_TEST_REDIS_URL") else {
+        return;
+    };
+    let app = unique().to_string();
+    let proxy = cuttable(&redis).await;
+    // Each node with its own store: node a's outbox alone delivers its events.
+    let a = node(&app, "memory:", &proxy.url).await;
+    let b = node(&app, "memory:", &redis).await;
+    let channel = "private-conversation-1-18";
+    let mut on_a = Client::connect(a.addr).await;
+    on_a.subscribe(channel, None).await;
+    let mut on_b = Client::connect(b.addr).await;
+    on_b.subscribe(channel, None).await;
+    let new_messages = |frames: &[Value]| {
+        frames
+            .iter()
+            .filter(|f| f["event"] == "new-message")
+            .count()
+    };
+
+    // Node a loses Redis; its engine sends a message meanwhile.
+    proxy.cut.send_replace(true);
+    a.engine
+        .send(SendRequest::to("1", "18", "while Redis is away"))
+        .await
+        .expect("send");
+    eventually(
+        "the broker transport to have refused it a few times",
+        || async {
+            a.engine.pending_deliveries(10).await.is_ok_and(|rows| {
+                rows.iter()
+                    .any(|r| r.event == "new-message" && r.attempts >= 3 && r.last_error.is_some())
+            })
+        },
+    )
+    .await;
+    // Cut off, a's trigger reaches its own subscriber at once, b's not.
+    trigger(a.addr, &app, channel, "marker", json!({}), None).await;
+    let seen = on_a.until(|f| f["event"] == "marker").await;
+    assert_eq!(
+        new_messages(&seen),
+        1,
+        "once locally, whatever the retries: {seen:?}"
+    );
+    trigger(b.addr, &app, channel, "marker", json!({}), None).await;
+    let seen = on_b.until(|f| f["event"] == "marker").await;
+    assert_eq!(new_messages(&seen), 0, "{seen:?}");
+
+    // Redis is back for node a: the retry is taken and acknowledged.
+    proxy.cut.send_replace(false);
+    eventually("node a's outbox to empty", || async {
+        a.engine
+            .pending_deliveries(10)
+            .await
+            .is_ok_and(|rows| rows.is_empty())
+    })
+    .await;
+    // Through Redis, behind the retry: b got it once, a no second time.
+    trigger(a.addr, &app, channel, "marker", json!({}), None).await;
+    let seen = on_b.until(|f| f["event"] == "marker").await;
+    assert_eq!(new_messages(&seen), 1, "{seen:?}");
+    let seen = on_a.until(|f| f["event"] == "marker").await;
+    assert_eq!(
+        new_messages(&seen),
+        0,
+        "no repeat for a's subscriber: {seen:?}"
+    );
 }

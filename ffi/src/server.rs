@@ -203,6 +203,7 @@ mod imp {
             apps: all_apps,
             demo: config.demo,
             broker: Default::default(),
+            cluster: None,
             transports: config.transports,
             plugins: config.plugins,
         };

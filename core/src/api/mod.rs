@@ -18,6 +18,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::broker::{AppConfig, Broker, BrokerSettings, BrokerTransport};
+use crate::cluster::ClusterSettings;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::{EngineConfig, TransportConfig};
@@ -36,6 +37,10 @@ pub struct ServeConfig {
     /// Sign in by typing a user id on the chat page (no token needed).
     pub demo: bool,
     pub broker: BrokerSettings,
+    /// Share fan-out and presence with other nodes through Redis
+    /// (`tidings serve --cluster`); `None`: a single node. The server
+    /// attaches the cluster to the broker, which knows only its port.
+    pub cluster: Option<ClusterSettings>,
     /// Plugins, in the order their hooks run.
     pub plugins: Vec<crate::plugin::PluginConfig>,
     /// Transports besides the in-process broker (e.g. a Pusher HTTP API to
@@ -45,8 +50,9 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// A server for `apps` on `listen`, keeping its data in `data_dir` and
-    /// `store`; no demo sign-in, default broker settings, no plugins, no
-    /// transports besides the broker. Set the other fields with `..`.
+    /// `store`; no demo sign-in, default broker settings, no cluster, no
+    /// plugins, no transports besides the broker. Set the other fields
+    /// with `..`.
     pub fn new(
         listen: SocketAddr,
         data_dir: impl Into<PathBuf>,
@@ -60,6 +66,7 @@ impl ServeConfig {
             apps,
             demo: false,
             broker: BrokerSettings::default(),
+            cluster: None,
             plugins: Vec::new(),
             transports: Vec::new(),
         }
@@ -95,12 +102,12 @@ impl Server {
         let broker = Broker::new(config.apps.clone(), config.broker.clone())?;
         let handle = tokio::runtime::Handle::current();
         // Before the webhooks: in a cluster their leave delay is kept in Redis.
-        let cluster = match &config.broker.cluster {
+        let cluster = match &config.cluster {
             Some(settings) => Some(crate::cluster::start(&broker, settings.clone(), &handle)?),
             None => None,
         };
         crate::broker::webhook::start_all(&broker, &handle);
-        if let (Some(cluster), Some(settings)) = (&cluster, &config.broker.cluster) {
+        if let (Some(cluster), Some(settings)) = (&cluster, &config.cluster) {
             // Serve once the other nodes can be reached, or alone if Redis
             // does not answer soon (it is retried in the background).
             if !cluster.wait_connected(CLUSTER_CONNECT_WAIT).await {
@@ -116,7 +123,7 @@ impl Server {
             transports.insert(0, TransportConfig::Broker);
         }
         let mut builder = Engine::builder();
-        if let Some(settings) = &config.broker.cluster {
+        if let Some(settings) = &config.cluster {
             builder = builder.outbox_lease(settings.outbox_lease);
         }
         let engine = builder

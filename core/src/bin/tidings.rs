@@ -506,10 +506,8 @@ async fn serve(
         apps: all_apps,
         demo: args.demo,
         plugins: args.plugin,
-        broker: tidings::broker::BrokerSettings {
-            cluster: cluster.clone(),
-            ..Default::default()
-        },
+        broker: tidings::broker::BrokerSettings::default(),
+        cluster: cluster.clone(),
         transports,
     })
     .await?;

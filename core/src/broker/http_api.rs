@@ -14,7 +14,7 @@
 //! the `pusher_internal:subscription_count` events sent to clients. It is
 //! also accepted by `GET /channels`, beside `user_count`.
 //!
-//! In a cluster ([`crate::cluster`]) the counts and users are the whole
+//! In a cluster ([`super::cluster_port`]) the counts and users are the whole
 //! cluster's, read from Redis, a trigger answers once its events reached
 //! Redis, and a termination reaches every node.
 

@@ -4,6 +4,21 @@
 //! clone of the same bytes. A subscriber whose queue is full is closed with
 //! 4100 instead of slowing the others. Locks are std locks held only for
 //! map updates and `try_send`s, never across an await.
+//!
+//! ## Locks
+//!
+//! Each channel has its own `RwLock`; the map from names to channels has
+//! another, held only to find, insert or remove an entry, never during a
+//! fan-out. A fan-out reads its channel; a subscribe, an unsubscribe or a
+//! cache publish writes its channel only, so none of them waits behind
+//! another channel's fan-out. An entry leaves the map when its channel is
+//! idle: it is marked `removed` under its own lock, that lock is released,
+//! then the entry is taken out of the map; whoever finds a removed channel
+//! looks the name up again, so no change lands in a channel that left the
+//! map. Only [`Hub::cluster_snapshot`] holds several locks: the map's,
+//! then every channel's, for reading. Everything else holds one lock at a
+//! time (never the map's while it waits for a channel's, nor a channel's
+//! while it waits for the map's), so nothing can deadlock with it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
@@ -14,9 +29,9 @@ use tokio::sync::{mpsc, Notify};
 
 use super::app::AppConfig;
 use super::channel;
+use super::cluster_port::{ClusterLink, Op};
 use super::protocol::{self, code, Frame};
 use super::webhook::HookEvent;
-use crate::cluster::link::{ClusterLink, Op};
 
 /// How long a cache channel keeps its last event.
 const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
@@ -125,14 +140,19 @@ struct Member {
     sockets: Vec<Arc<str>>,
 }
 
+/// A channel behind its own lock, as the hub's map holds it.
+type Slot = Arc<RwLock<Channel>>;
+
 #[derive(Default)]
 struct Channel {
+    /// Taken out of the hub's map (it was idle): changes go to a new entry.
+    removed: bool,
     subscribers: HashMap<Arc<str>, ConnHandle>,
     /// This node's presence members.
     members: HashMap<String, Member>,
     cached: Option<(Frame, Instant)>,
     /// In a cluster: every member of the channel on any node (user →
-    /// `user_info`), as the cluster last told; see [`crate::cluster`].
+    /// `user_info`), as the cluster last told; see [`super::cluster_port`].
     cluster_members: HashMap<String, String>,
 }
 
@@ -203,7 +223,8 @@ pub struct Hub {
     max_presence_members: usize,
     subscription_count_events: bool,
     settings: HubSettings,
-    channels: RwLock<HashMap<String, Channel>>,
+    /// Each channel behind its own lock; see the module docs.
+    channels: RwLock<HashMap<String, Slot>>,
     /// Signed-in connections by user id.
     users: Mutex<HashMap<String, Vec<ConnHandle>>>,
     /// Every open connection, for shutdown.
@@ -267,12 +288,97 @@ impl Hub {
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<String, Channel>> {
-        self.channels.read().unwrap_or_else(|e| e.into_inner())
+    /// A channel's entry, when there is one (it may have just been
+    /// removed: then it is idle, which readers need not tell apart).
+    fn slot(&self, channel_name: &str) -> Option<Slot> {
+        read(&self.channels).get(channel_name).cloned()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Channel>> {
-        self.channels.write().unwrap_or_else(|e| e.into_inner())
+    /// Every entry, for the queries that go through all channels.
+    fn slots(&self) -> Vec<(String, Slot)> {
+        read(&self.channels)
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.clone()))
+            .collect()
+    }
+
+    /// Runs `change` on a channel under its write lock, creating the
+    /// channel when missing; takes it out of the map afterwards when it is
+    /// idle.
+    fn change<R>(&self, channel_name: &str, change: impl FnOnce(&mut Channel) -> R) -> R {
+        loop {
+            let slot = match self.slot(channel_name) {
+                Some(slot) => slot,
+                None => write(&self.channels)
+                    .entry(channel_name.to_owned())
+                    .or_default()
+                    .clone(),
+            };
+            let live = self.live(channel_name, &slot);
+            if let Some(channel) = live {
+                return self.apply(channel_name, &slot, channel, change);
+            }
+        }
+    }
+
+    /// [`change`](Self::change) for a channel that exists; `None` when it
+    /// does not.
+    fn change_existing<R>(
+        &self,
+        channel_name: &str,
+        change: impl FnOnce(&mut Channel) -> R,
+    ) -> Option<R> {
+        loop {
+            let slot = self.slot(channel_name)?;
+            let live = self.live(channel_name, &slot);
+            if let Some(channel) = live {
+                return Some(self.apply(channel_name, &slot, channel, change));
+            }
+        }
+    }
+
+    /// The channel locked for writing, unless it was removed meanwhile
+    /// (then its entry is taken out, for the caller to look again).
+    fn live<'a>(
+        &self,
+        channel_name: &str,
+        slot: &'a Slot,
+    ) -> Option<RwLockWriteGuard<'a, Channel>> {
+        let channel = write(slot);
+        if !channel.removed {
+            return Some(channel);
+        }
+        drop(channel);
+        self.forget(channel_name, slot);
+        None
+    }
+
+    fn apply<R>(
+        &self,
+        channel_name: &str,
+        slot: &Slot,
+        mut channel: RwLockWriteGuard<'_, Channel>,
+        change: impl FnOnce(&mut Channel) -> R,
+    ) -> R {
+        let result = change(&mut channel);
+        if channel.is_idle() {
+            channel.removed = true;
+            drop(channel);
+            self.forget(channel_name, slot);
+        }
+        result
+    }
+
+    /// Takes a removed channel's entry out of the map, unless it was
+    /// replaced already.
+    fn forget(&self, channel_name: &str, slot: &Slot) {
+        let mut channels = write(&self.channels);
+        if channels
+            .get(channel_name)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            channels.remove(channel_name);
+        }
     }
 
     pub fn connected(&self, conn: &ConnHandle) {
@@ -302,7 +408,7 @@ impl Hub {
     /// On a single node the hub decides everything here. In a cluster
     /// (while Redis is up) it tells the cluster instead, and the
     /// occupancy/member transitions, their frames to the others and their
-    /// webhooks come back from Redis ([`crate::cluster`]); while Redis is
+    /// webhooks come back from Redis (through the [`ClusterLink`]); while Redis is
     /// down it serves its own subscribers as a single node would, without
     /// webhooks.
     pub fn subscribe(
@@ -313,21 +419,16 @@ impl Hub {
     ) -> Result<Subscribed, SubscribeRefused> {
         let link = self.cluster.get();
         let mut hooks = Vec::new();
-        let result = {
-            let mut channels = self.write();
-            // Read under the lock: the adapter flips it under the same lock.
+        let result = self.change(channel_name, |channel| {
+            // Read under the channel's lock: the adapter flips it while it
+            // holds every channel's (see `cluster_snapshot`).
             let up = link.is_some_and(|l| l.is_up());
-            let channel = channels.entry(channel_name.to_owned()).or_default();
             let occupied_now = channel.subscribers.is_empty();
             if let Some((user_id, _)) = member {
                 let known = channel.members.contains_key(user_id)
                     || channel.cluster_members.contains_key(user_id);
                 if !known && channel.member_count(link.is_some()) >= self.max_presence_members {
-                    let refused = SubscribeRefused::PresenceFull(self.max_presence_members);
-                    if channel.is_idle() {
-                        channels.remove(channel_name);
-                    }
-                    return Err(refused);
+                    return Err(SubscribeRefused::PresenceFull(self.max_presence_members));
                 }
             }
             let already = channel
@@ -422,7 +523,7 @@ impl Hub {
                 None
             };
             Ok(Subscribed { data, cached })
-        };
+        });
         for h in hooks {
             self.hook(h);
         }
@@ -433,12 +534,9 @@ impl Hub {
     pub fn unsubscribe(&self, channel_name: &str, socket_id: &str, user_id: Option<&str>) {
         let link = self.cluster.get();
         let mut hooks = Vec::new();
-        {
-            let mut channels = self.write();
+        self.change_existing(channel_name, |channel| {
+            // Read under the channel's lock, as in `subscribe`.
             let up = link.is_some_and(|l| l.is_up());
-            let Some(channel) = channels.get_mut(channel_name) else {
-                return;
-            };
             if channel.subscribers.remove(socket_id).is_none() {
                 return;
             }
@@ -497,12 +595,10 @@ impl Hub {
                 }
                 // A cache channel keeps its last event while it is fresh,
                 // a clustered one the members of the other nodes.
+                // (An idle channel leaves the map after this.)
                 channel.members.clear();
-                if channel.is_idle() {
-                    channels.remove(channel_name);
-                }
             }
-        }
+        });
         for h in hooks {
             self.hook(h);
         }
@@ -533,59 +629,80 @@ impl Hub {
     /// on one node comes before a later one on another). While Redis is
     /// down it goes to this node's subscribers at once.
     pub fn publish(&self, channel_name: &str, frame: &Frame, except: Option<&str>) -> usize {
-        if let Some(link) = self.cluster.get() {
-            let queued = link.send(Op::Publish {
+        if self.publish_to_cluster(channel_name, frame, except, true) {
+            return 0;
+        }
+        self.publish_local(channel_name, frame, except)
+    }
+
+    /// Queues an event for every node of the cluster; `here`: this node's
+    /// subscribers get it too, when it comes back (`false`: they had it
+    /// already). `false` when it was not queued: no cluster, Redis down or
+    /// the queue full.
+    pub fn publish_to_cluster(
+        &self,
+        channel_name: &str,
+        frame: &Frame,
+        except: Option<&str>,
+        here: bool,
+    ) -> bool {
+        self.cluster.get().is_some_and(|link| {
+            link.send(Op::Publish {
                 channel: channel_name.to_owned(),
                 frame: frame.clone(),
                 except: except.map(Arc::from),
                 cache: channel::is_cache(channel_name),
-            });
-            if queued {
-                return 0;
-            }
-        }
-        self.publish_local(channel_name, frame, except)
+                here,
+            })
+        })
     }
 
     /// [`publish`](Self::publish) to this node's subscribers only: what an
     /// event gets once it came back through Redis.
     pub fn publish_local(&self, channel_name: &str, frame: &Frame, except: Option<&str>) -> usize {
         if channel::is_cache(channel_name) {
-            let mut channels = self.write();
-            let channel = channels.entry(channel_name.to_owned()).or_default();
-            channel.cached = Some((frame.clone(), Instant::now()));
-            return fan_out(channel, frame, except);
+            return self.change(channel_name, |channel| {
+                channel.cached = Some((frame.clone(), Instant::now()));
+                fan_out(channel, frame, except)
+            });
         }
-        match self.read().get(channel_name) {
-            Some(channel) => fan_out(channel, frame, except),
+        match self.slot(channel_name) {
+            Some(slot) => fan_out(&read(&slot), frame, except),
             None => 0,
         }
     }
 
-    /// Resolves once this node's events so far reached the cluster (at
-    /// once on a single node or while Redis is down).
-    pub async fn cluster_flush(&self) {
-        if let Some(link) = self.cluster.get() {
-            link.flush().await;
+    /// Resolves once this node's events so far reached the cluster, or
+    /// once that cannot be confirmed (see [`ClusterLink::flush`]);
+    /// `true` when they did, and at once on a single node.
+    pub async fn cluster_flush(&self) -> bool {
+        match self.cluster.get() {
+            Some(link) => link.flush().await,
+            None => true,
         }
     }
 
     /// This node's counts of a channel.
     pub fn channel_info(&self, channel_name: &str) -> Option<ChannelInfo> {
         let clustered = self.is_clustered();
-        self.read()
-            .get(channel_name)
-            .and_then(|c| info(channel_name, c, clustered))
+        self.slot(channel_name)
+            .and_then(|slot| info(channel_name, &read(&slot), clustered))
     }
 
     /// Occupied channels whose name starts with `prefix` (this node's view).
     pub fn channels(&self, prefix: &str) -> Vec<(String, ChannelInfo)> {
         let clustered = self.is_clustered();
-        let mut out: Vec<(String, ChannelInfo)> = self
-            .read()
+        let slots: Vec<(String, Slot)> = read(&self.channels)
             .iter()
             .filter(|(name, _)| name.starts_with(prefix))
-            .filter_map(|(name, c)| info(name, c, clustered).map(|i| (name.clone(), i)))
+            .map(|(name, slot)| (name.clone(), slot.clone()))
+            .collect();
+        let mut out: Vec<(String, ChannelInfo)> = slots
+            .into_iter()
+            .filter_map(|(name, slot)| {
+                let info = info(&name, &read(&slot), clustered)?;
+                Some((name, info))
+            })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -594,9 +711,9 @@ impl Hub {
     /// User ids present in a presence channel (this node's view).
     pub fn presence_users(&self, channel_name: &str) -> Vec<String> {
         let mut users: Vec<String> = self
-            .read()
-            .get(channel_name)
-            .map(|c| {
+            .slot(channel_name)
+            .map(|slot| {
+                let c = read(&slot);
                 let mut all: Vec<String> = c.members.keys().cloned().collect();
                 all.extend(
                     c.cluster_members
@@ -696,22 +813,35 @@ impl Hub {
     // ---- what the cluster adapter calls ----
 
     /// Runs `mark` (the adapter draining its stale queue and marking the
-    /// link up) and reads this node's share, both under the channel lock,
-    /// so that every later subscribe is queued after the share.
+    /// link up) and reads this node's share, holding the map's lock and
+    /// every channel's, so that every later subscribe is queued after the
+    /// share.
+    ///
+    /// Every change of a subscription or member happens under its
+    /// channel's write lock and reads `up` there; with every channel read
+    /// locked no change is half done, and with the map read locked no
+    /// channel can appear, so each change is either in the share (made
+    /// before, its queued operation drained by `mark`) or made after with
+    /// `up` set (queued after the drain). Fan-outs, which only read, go on
+    /// meanwhile.
     pub fn cluster_snapshot(&self, mark: impl FnOnce()) -> LocalShare {
-        let channels = self.write();
+        let map = read(&self.channels);
+        // Only this function holds more than one lock, so any order is a
+        // fixed one.
+        let channels: Vec<(&String, RwLockReadGuard<'_, Channel>)> =
+            map.iter().map(|(name, slot)| (name, read(slot))).collect();
         mark();
         let mut share = LocalShare::default();
-        for (name, channel) in channels.iter() {
+        for (name, channel) in &channels {
             if channel.subscribers.is_empty() {
                 continue;
             }
             share
                 .subscriptions
-                .push((name.clone(), channel.subscribers.len()));
+                .push(((*name).clone(), channel.subscribers.len()));
             for (user, member) in &channel.members {
                 share.members.push((
-                    name.clone(),
+                    (*name).clone(),
                     user.clone(),
                     member.info.clone(),
                     member.sockets.len(),
@@ -725,38 +855,33 @@ impl Hub {
     /// cluster-wide): told to this node's subscribers, but never to the
     /// user's own connections or the joining socket.
     pub fn cluster_member_added(&self, channel_name: &str, user: &str, info: &str, socket: &str) {
-        let mut channels = self.write();
-        let channel = channels.entry(channel_name.to_owned()).or_default();
-        if channel
-            .cluster_members
-            .insert(user.to_owned(), info.to_owned())
-            .is_some()
-        {
-            return;
-        }
-        let frame = protocol::member_added(channel_name, user, info);
-        channel.send_except_user(&frame, user, Some(socket));
+        self.change(channel_name, |channel| {
+            if channel
+                .cluster_members
+                .insert(user.to_owned(), info.to_owned())
+                .is_some()
+            {
+                return;
+            }
+            let frame = protocol::member_added(channel_name, user, info);
+            channel.send_except_user(&frame, user, Some(socket));
+        });
     }
 
     /// A user's last connection to a presence channel left, somewhere.
     pub fn cluster_member_removed(&self, channel_name: &str, user: &str) {
-        let mut channels = self.write();
-        let Some(channel) = channels.get_mut(channel_name) else {
-            return;
-        };
-        if channel.cluster_members.remove(user).is_none() {
-            return;
-        }
-        let frame = protocol::member_removed(channel_name, user);
-        channel.send_except_user(&frame, user, None);
-        if channel.is_idle() {
-            channels.remove(channel_name);
-        }
+        self.change_existing(channel_name, |channel| {
+            if channel.cluster_members.remove(user).is_some() {
+                let frame = protocol::member_removed(channel_name, user);
+                channel.send_except_user(&frame, user, None);
+            }
+        });
     }
 
     /// A channel's cluster-wide subscription count, for its subscribers here.
     pub fn cluster_subscription_count(&self, channel_name: &str, count: u64) {
-        if let Some(channel) = self.read().get(channel_name) {
+        if let Some(slot) = self.slot(channel_name) {
+            let channel = read(&slot);
             let frame = protocol::subscription_count(
                 channel_name,
                 usize::try_from(count).unwrap_or(usize::MAX),
@@ -769,48 +894,48 @@ impl Hub {
 
     /// Replaces the mirror of every presence channel with what Redis holds
     /// (after a (re)connect) and tells this node's subscribers what changed
-    /// meanwhile; also takes the cache channels' last events.
+    /// meanwhile; also takes the cache channels' last events. One channel
+    /// at a time: only the adapter changes the mirror while the cluster is
+    /// up, and it calls this after marking it up.
     pub fn cluster_resync(
         &self,
         members: HashMap<String, HashMap<String, String>>,
         cached: Vec<(String, Frame, Duration)>,
     ) {
         let mut members = members;
-        let mut channels = self.write();
-        let mut names: Vec<String> = channels
-            .iter()
-            .filter(|(_, c)| !c.cluster_members.is_empty())
-            .map(|(n, _)| n.clone())
+        let mut names: Vec<String> = self
+            .slots()
+            .into_iter()
+            .filter(|(_, slot)| !read(slot).cluster_members.is_empty())
+            .map(|(name, _)| name)
             .chain(members.keys().cloned())
             .collect();
         names.sort_unstable();
         names.dedup();
         for name in names {
             let new = members.remove(&name).unwrap_or_default();
-            let channel = channels.entry(name.clone()).or_default();
-            let old = std::mem::replace(&mut channel.cluster_members, new);
-            for user in old.keys() {
-                if !channel.cluster_members.contains_key(user)
-                    && !channel.members.contains_key(user)
-                {
-                    let frame = protocol::member_removed(&name, user);
-                    channel.send_except_user(&frame, user, None);
+            self.change(&name, |channel| {
+                let old = std::mem::replace(&mut channel.cluster_members, new);
+                for user in old.keys() {
+                    if !channel.cluster_members.contains_key(user)
+                        && !channel.members.contains_key(user)
+                    {
+                        let frame = protocol::member_removed(&name, user);
+                        channel.send_except_user(&frame, user, None);
+                    }
                 }
-            }
-            for (user, info) in &channel.cluster_members {
-                if !old.contains_key(user) && !channel.members.contains_key(user) {
-                    let frame = protocol::member_added(&name, user, info);
-                    channel.send_except_user(&frame, user, None);
+                for (user, info) in &channel.cluster_members {
+                    if !old.contains_key(user) && !channel.members.contains_key(user) {
+                        let frame = protocol::member_added(&name, user, info);
+                        channel.send_except_user(&frame, user, None);
+                    }
                 }
-            }
-            if channel.is_idle() {
-                channels.remove(&name);
-            }
+            });
         }
         let now = Instant::now();
         for (name, frame, age) in cached {
             let at = now.checked_sub(age).unwrap_or(now);
-            channels.entry(name).or_default().cached = Some((frame, at));
+            self.change(&name, |channel| channel.cached = Some((frame, at)));
         }
     }
 }
@@ -880,6 +1005,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -933,5 +1066,146 @@ mod tests {
         hub.cluster_member_removed("presence-x", "u3");
         assert_eq!(frames(&mut rx), [r#"pusher_internal:member_removed "u3""#]);
         assert_eq!(hub.presence_users("presence-x"), ["u1", "u2"]);
+    }
+
+    fn hub() -> Arc<Hub> {
+        Arc::new(Hub::new(
+            &AppConfig::new("1", "k", "secret-123"),
+            HubSettings::default(),
+        ))
+    }
+
+    #[test]
+    fn a_channel_held_for_writing_blocks_no_other_channel() {
+        let hub = hub();
+        let (conn, mut rx) = ConnHandle::new("1.1".into(), 64);
+        hub.subscribe("news", &conn, None).unwrap();
+        let (held, holding) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                // A long subscribe or cache publish on one channel.
+                hub.change("cache-busy", |_| {
+                    held.send(()).unwrap();
+                    released.recv().unwrap();
+                });
+            })
+        };
+        holding.recv().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let other = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                let frame = protocol::channel_event("e", "news", "{}");
+                let fanned_out = hub.publish_local("news", &frame, None);
+                let (late, _rx) = ConnHandle::new("1.2".into(), 64);
+                hub.subscribe("cache-other", &late, None).unwrap();
+                hub.publish_local("cache-other", &frame, None);
+                hub.unsubscribe("news", "1.1", None);
+                done.send(fanned_out).unwrap();
+            })
+        };
+        let fanned_out = finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("another channel's fan-out, subscribe and cache publish went on");
+        assert_eq!(fanned_out, 1);
+        assert_eq!(frames(&mut rx), ["e null"]);
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        other.join().unwrap();
+        assert_eq!(
+            hub.channels(""),
+            [(
+                "cache-other".to_owned(),
+                ChannelInfo {
+                    subscription_count: 1,
+                    user_count: None
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_subscribe_racing_the_channels_removal_is_never_lost() {
+        let hub = hub();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let hub = hub.clone();
+                std::thread::spawn(move || {
+                    let socket: Arc<str> = format!("1.{t}").into();
+                    let (conn, _rx) = ConnHandle::new(socket.clone(), 4);
+                    for _ in 0..2_000 {
+                        hub.subscribe("race", &conn, Some((&socket, "{}"))).unwrap();
+                        let users = hub.presence_users("race");
+                        assert!(
+                            users.iter().any(|u| **u == *socket),
+                            "{socket} not in {users:?}"
+                        );
+                        hub.unsubscribe("race", &socket, Some(&socket));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(hub.slot("race").is_none(), "an idle channel leaves the map");
+    }
+
+    #[test]
+    fn every_subscription_is_in_the_snapshot_or_queued_after_it() {
+        let hub = hub();
+        let (link, mut queue) = ClusterLink::new("node".into());
+        hub.join_cluster(link.clone());
+        let progress = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let hub = hub.clone();
+                let progress = progress.clone();
+                std::thread::spawn(move || {
+                    for i in 0..3_000 {
+                        let socket: Arc<str> = format!("{t}.{}", i % 50).into();
+                        let (conn, _rx) = ConnHandle::new(socket.clone(), 4);
+                        let channel = format!("c{}", i % 7);
+                        hub.subscribe(&channel, &conn, None).unwrap();
+                        if i % 3 == 0 {
+                            hub.unsubscribe(&channel, &socket, None);
+                        }
+                        progress.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        // In the middle of the changes.
+        while progress.load(Ordering::Relaxed) < 2_000 {
+            std::thread::yield_now();
+        }
+        let share = hub.cluster_snapshot(|| {
+            while queue.try_recv().is_ok() {}
+            link.set_up(true);
+        });
+        for w in workers {
+            w.join().unwrap();
+        }
+        let mut expected: HashMap<String, i64> = share
+            .subscriptions
+            .into_iter()
+            .map(|(c, n)| (c, n as i64))
+            .collect();
+        while let Ok(op) = queue.try_recv() {
+            match op {
+                Op::Subscribed { channel, .. } => *expected.entry(channel).or_default() += 1,
+                Op::Unsubscribed { channel, .. } => *expected.entry(channel).or_default() -= 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        expected.retain(|_, n| *n != 0);
+        let actual: HashMap<String, i64> = hub
+            .channels("")
+            .into_iter()
+            .map(|(c, i)| (c, i.subscription_count as i64))
+            .collect();
+        assert_eq!(expected, actual);
     }
 }

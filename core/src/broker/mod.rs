@@ -2,9 +2,12 @@
 //! `/app/{key}` (and pusher-js's HTTP fallback, [`xhr`]), public/private/presence/encrypted/cache channels, client
 //! events, signin, the Pusher HTTP API and webhooks. It never calls the
 //! engine or a store: the engine reaches it through [`BrokerTransport`].
+//! It knows no cluster either: its port to one is [`cluster_port`], which
+//! an adapter above it (Redis, attached by `tidings serve --cluster`) fills.
 
 pub mod app;
 pub mod channel;
+pub mod cluster_port;
 pub mod connection;
 pub mod http_api;
 pub mod hub;
@@ -34,9 +37,6 @@ pub struct BrokerSettings {
     pub hub: hub::HubSettings,
     /// The HTTP fallback (pusher-js `xhr_streaming` / `xhr_polling`).
     pub xhr: XhrSettings,
-    /// Share fan-out and presence with other nodes through Redis
-    /// (`tidings serve --cluster`); `None`: a single node.
-    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl Default for BrokerSettings {
@@ -47,7 +47,6 @@ impl Default for BrokerSettings {
             max_message_bytes: 64 * 1024,
             hub: hub::HubSettings::default(),
             xhr: XhrSettings::default(),
-            cluster: None,
         }
     }
 }

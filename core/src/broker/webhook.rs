@@ -149,7 +149,7 @@ pub fn start(app: &Arc<App>, handle: &Handle) {
             queue
         })
         .collect();
-    // In a cluster the leave delay is kept in Redis (see crate::cluster).
+    // In a cluster the leave delay is kept in Redis (by the cluster adapter).
     let collector = Collector::new(config.webhook_batching, !app.hub.is_clustered());
     handle.spawn(collect(
         events,

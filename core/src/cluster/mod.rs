@@ -18,7 +18,11 @@
 //! round trip for local subscribers too. A node's outgoing messages leave
 //! in one ordered queue over one connection. While Redis is unreachable
 //! events go to local subscribers at once; events sent but not back when
-//! the connection broke are delivered locally then.
+//! the connection broke are delivered locally then. The engine's events
+//! count as delivered (its outbox acknowledges them) only once Redis
+//! confirmed them; until then the outbox retries them, and the retries
+//! go to the other nodes only
+//! ([`BrokerTransport`](crate::broker::BrokerTransport)).
 //!
 //! ## Cluster-wide state
 //!
@@ -70,7 +74,6 @@
 //! Redis server (PUBLISH, not SPUBLISH).
 
 pub mod envelope;
-pub mod link;
 #[cfg(feature = "redis")]
 mod redis;
 pub mod scripts;
@@ -78,7 +81,9 @@ pub mod scripts;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use link::{ClusterLink, ClusterState};
+/// The broker's port, which this adapter fills (its old path).
+pub use crate::broker::cluster_port as link;
+pub use crate::broker::cluster_port::{ClusterLink, ClusterState};
 
 use crate::broker::Broker;
 use crate::error::Result;

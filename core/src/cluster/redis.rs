@@ -27,10 +27,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::envelope::{self, BusMessage, Control};
-use super::link::{ClusterLink, ClusterState, Op};
 use super::scripts::{outcomes, Outcome, Script};
 use super::{Cluster, ClusterSettings};
 use crate::broker::channel::{ChannelKind, SERVER_TO_USER_PREFIX};
+use crate::broker::cluster_port::{ClusterLink, ClusterState, Op};
 use crate::broker::hub::ChannelInfo;
 use crate::broker::protocol::Frame;
 use crate::broker::webhook::{HookEvent, LEAVE_DELAY};
@@ -214,23 +214,20 @@ impl Adapter {
 
     /// What an operation comes to while Redis is away: events go to this
     /// node's subscribers (the other nodes cannot be reached), state waits
-    /// for the resync, flushes are answered.
+    /// for the resync, flushes are dropped unanswered (nothing reached
+    /// Redis).
     fn offline(&self, op: Op) {
-        match op {
-            Op::Publish {
-                channel,
-                frame,
-                except,
-                ..
-            } => {
-                if let Some(app) = self.app.upgrade() {
-                    app.hub.publish_local(&channel, &frame, except.as_deref());
-                }
+        if let Op::Publish {
+            channel,
+            frame,
+            except,
+            here: true,
+            ..
+        } = op
+        {
+            if let Some(app) = self.app.upgrade() {
+                app.hub.publish_local(&channel, &frame, except.as_deref());
             }
-            Op::Flush(done) => {
-                let _ = done.send(());
-            }
-            _ => {}
         }
     }
 
@@ -509,6 +506,7 @@ impl Adapter {
                     frame,
                     except,
                     cache,
+                    here,
                 } => {
                     self.seq += 1;
                     let header = envelope::event_header(
@@ -535,12 +533,16 @@ impl Adapter {
                             frame: frame.as_bytes(),
                         })
                         .ignore();
-                    self.pending.push_back(PendingEvent {
-                        seq: self.seq,
-                        channel,
-                        frame,
-                        except,
-                    });
+                    // A retry this node's subscribers had already is
+                    // not fanned out here when it comes back.
+                    if here {
+                        self.pending.push_back(PendingEvent {
+                            seq: self.seq,
+                            channel,
+                            frame,
+                            except,
+                        });
+                    }
                 }
                 Op::Subscribed { channel, counted } => {
                     let mut cmd = self.script(Script::Subscribe);

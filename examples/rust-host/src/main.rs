@@ -92,6 +92,7 @@ async fn open(args: &Args, chosen: Vec<TransportConfig>, broker: bool) -> Result
         demo: true,
         plugins: Vec::new(),
         broker: Default::default(),
+        cluster: None,
         transports: chosen,
     })
     .await?;

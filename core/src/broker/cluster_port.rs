@@ -1,13 +1,19 @@
-//! The hub's side of the cluster, without I/O: the ordered queue of what
-//! this node tells the others, whether the cluster is reachable right now,
-//! and the cluster-wide queries the HTTP API asks.
+//! The broker's port to a cluster, in the broker's terms and without I/O:
+//! the ordered queue of what this node tells the others ([`Op`]), whether
+//! the cluster is reachable right now, and the cluster-wide queries the
+//! HTTP API asks ([`ClusterState`]). The broker defines it and never knows
+//! what is behind it: a cluster adapter (the Redis one, feature `redis`)
+//! sits above the broker, attaches a [`ClusterLink`] to each hub
+//! ([`Hub::join_cluster`](super::hub::Hub::join_cluster)), drains its queue and implements
+//! [`ClusterState`].
 //!
 //! Hubs enqueue while holding their channel lock and never wait: a full
 //! queue drops the operation and asks the adapter for a full resync (state
-//! operations) or drops the event for the other nodes with a warning
-//! (events). While the cluster is down nothing is queued: the resync on
-//! reconnect carries the node's state, and events reach local subscribers
-//! only.
+//! operations) or refuses the event with a warning (events: the hub then
+//! fans it out to this node's subscribers only, and the engine's
+//! transport reports it as not delivered). While the cluster is down
+//! nothing is queued: the resync on reconnect carries the node's state,
+//! and events reach local subscribers only.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,13 +22,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::broker::hub::ChannelInfo;
-use crate::broker::protocol::Frame;
+use super::hub::ChannelInfo;
+use super::protocol::Frame;
 use crate::error::Result;
 
 /// Operations a node's queue can hold before it asks for a resync.
 pub const QUEUE_CAPACITY: usize = 64 * 1024;
-/// How long an HTTP API call waits for its events to reach Redis.
+/// How long a flush waits for what was queued before it to reach Redis.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One thing this node tells the cluster, in order.
@@ -35,6 +41,10 @@ pub enum Op {
         frame: Frame,
         except: Option<Arc<str>>,
         cache: bool,
+        /// Whether this node's subscribers get it too (when it comes back,
+        /// or at once if Redis is lost first). `false` for a retry of an
+        /// event they already had ([`BrokerTransport`](super::BrokerTransport)).
+        here: bool,
     },
     /// One more subscription to `channel` on this node; `counted`: the app
     /// sends `subscription_count` for it.
@@ -62,7 +72,8 @@ pub enum Op {
     Terminate {
         user: String,
     },
-    /// Answered once everything queued before it reached Redis.
+    /// Answered once everything queued before it reached Redis; dropped
+    /// unanswered when that is not known (Redis lost or down).
     Flush(oneshot::Sender<()>),
 }
 
@@ -124,8 +135,8 @@ impl ClusterLink {
         self.up.load(Ordering::Acquire)
     }
 
-    /// Set by the adapter only, under the hub's lock (see
-    /// [`Hub::cluster_snapshot`](crate::broker::hub::Hub::cluster_snapshot)).
+    /// Set up by the adapter only, while the hub holds every channel's
+    /// lock (see [`Hub::cluster_snapshot`](super::hub::Hub::cluster_snapshot)).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Release);
@@ -164,17 +175,20 @@ impl ClusterLink {
         false
     }
 
-    /// Resolves once everything queued so far reached Redis (at once while
-    /// the cluster is down, and at most after [`FLUSH_TIMEOUT`]).
-    pub async fn flush(&self) {
+    /// Resolves once everything queued so far reached Redis (`true`), or
+    /// when that cannot be confirmed (`false`): at once while the cluster
+    /// is down or the queue is full, when the connection to Redis is lost
+    /// first, and after [`FLUSH_TIMEOUT`]. What was queued still goes out
+    /// after a `false` (to Redis, or to this node's subscribers only).
+    pub async fn flush(&self) -> bool {
         if !self.is_up() {
-            return;
+            return false;
         }
         let (done, wait) = oneshot::channel();
         if self.queue.try_send(Op::Flush(done)).is_err() {
-            return;
+            return false;
         }
-        let _ = tokio::time::timeout(FLUSH_TIMEOUT, wait).await;
+        matches!(tokio::time::timeout(FLUSH_TIMEOUT, wait).await, Ok(Ok(())))
     }
 
     /// The adapter asks whether a resync was requested (and clears it).
