@@ -603,3 +603,152 @@ async fn a_tidings_serve_that_restarts_gets_what_was_sent_meanwhile_in_order() {
     engine.shutdown().await;
     running.stop().await;
 }
+
+/// Runs the `tidings` command line in `dir`.
+#[cfg(feature = "cli")]
+async fn cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .current_dir(&dir)
+            .env_remove("TIDINGS_STORE")
+            .env_remove("TIDINGS_PUSHER_URL")
+            .args(&args)
+            .output()
+            .expect("run tidings")
+    })
+    .await
+    .unwrap()
+}
+
+/// What a Pusher mirror still owes may only be taken by a Pusher transport:
+/// no command line run (reads, writes without that transport) acknowledges
+/// it, and the next engine with the transport delivers it.
+#[cfg(feature = "cli")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_rows_for_a_pusher_transport_survive_every_cli_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A port nothing listens on yet: the mirror is down.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = d.join("mirror.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "store = \"sqlite://{}/t.db\"\n[[transport]]\nkind = \"pusher\"\nurl = \"{}\"\ntimeout_ms = 300\nattempts = 1\n",
+            d.display(),
+            pusher_url(addr)
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let store = format!("sqlite://{}/t.db", d.display());
+    let sent = cli(
+        d,
+        &[
+            "--config",
+            config,
+            "send",
+            "--from",
+            "1",
+            "--to",
+            "18",
+            "while the mirror is down",
+        ],
+    )
+    .await;
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&sent.stderr).contains("delivery pending"),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let key = format!("pusher:http://{addr}/apps/9");
+    let owed = |out: std::process::Output| -> Vec<serde_json::Value> {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        rows
+    };
+    let everything: [&[&str]; 8] = [
+        &["outbox"],
+        &["inbox", "--user", "1"],
+        &["history", "1-18"],
+        &["after", "1-18", "0"],
+        &["search", "--user", "1", "mirror"],
+        &["read", "--user", "18", "1-18", "--up-to", "1"],
+        &["react", "--user", "18", "1", "👍"],
+        &["unreact", "--user", "18", "1"],
+    ];
+    for args in everything {
+        // Reads also with the mirror configured; writes without it (once).
+        let writes = matches!(args[0], "read" | "react" | "unreact");
+        for with_config in [false, true].into_iter().take(if writes { 1 } else { 2 }) {
+            let mut all = vec!["--store", store.as_str()];
+            if with_config {
+                all = vec!["--config", config];
+            }
+            all.extend_from_slice(args);
+            let out = cli(d, &all).await;
+            assert!(
+                out.status.success(),
+                "{all:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let rows = owed(cli(d, &["--json", "--store", &store, "outbox"]).await);
+    // The message, the read mark and the two reaction changes.
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    for row in &rows {
+        assert_eq!(row["pending_for"], serde_json::json!([key]), "{row}");
+    }
+
+    // The mirror comes back: the next engine with its transport delivers
+    // everything, in order.
+    let fake = Arc::new(Fake::default());
+    start_fake(TcpListener::bind(addr).await.unwrap(), fake.clone()).await;
+    let out = cli(
+        d,
+        &[
+            "--config", config, "read", "--user", "1", "1-18", "--up-to", "1",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names: Vec<String> = fake
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, name, _)| name.clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "new-message",
+            "messages-read",
+            "reaction",
+            "reaction",
+            "messages-read"
+        ],
+        "every owed event once, in order, then the new read mark"
+    );
+    assert!(owed(cli(d, &["--json", "--store", &store, "outbox"]).await).is_empty());
+}

@@ -109,10 +109,15 @@ enum Command {
         user: String,
         id: i64,
     },
-    /// List events still waiting for delivery.
+    /// List events still waiting for delivery, with the transports that
+    /// still owe them.
     Outbox {
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Stop waiting for a transport that is gone for good (its key as
+        /// listed): its events are no longer kept for it.
+        #[arg(long, value_name = "TRANSPORT")]
+        forget: Option<String>,
     },
 }
 
@@ -252,9 +257,20 @@ async fn run(cli: Cli) -> tidings::Result<()> {
         .store
         .or(file.store)
         .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
+    // Only commands that write deliver: a read never takes (and so never
+    // acknowledges) an event that a server's transport still owes.
+    let writes = matches!(
+        cli.command,
+        Command::Send(_)
+            | Command::Read { .. }
+            | Command::Edit { .. }
+            | Command::Delete { .. }
+            | Command::React { .. }
+            | Command::Unreact { .. }
+    );
     let engine = Engine::open(EngineConfig {
         store,
-        transports: file.transports,
+        transports: if writes { file.transports } else { Vec::new() },
         ..EngineConfig::default()
     })
     .await?;
@@ -423,7 +439,15 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
             let m = engine.unreact(&user, id).await?;
             out.print(&m, || format!("reaction removed: {}", line(&m)));
         }
-        Command::Outbox { limit } => {
+        Command::Outbox { limit, forget } => {
+            if let Some(key) = forget {
+                if !engine.store().forget_transport(&key).await? {
+                    return Err(tidings::Error::NotFound(format!(
+                        "no transport {key:?} is registered (tidings outbox lists the ones events wait for)"
+                    )));
+                }
+                eprintln!("forgot transport {key}: no event waits for it any more");
+            }
             let rows = engine.pending_deliveries(limit).await?;
             out.print(&rows, || {
                 if rows.is_empty() {
@@ -431,8 +455,13 @@ async fn command(engine: &Engine, command: Command, json: bool) -> tidings::Resu
                 }
                 rows.iter()
                     .map(|r| {
+                        let state = if r.refused {
+                            "refused".to_owned()
+                        } else {
+                            format!("waits for {}", r.pending_for.join(", "))
+                        };
                         format!(
-                            "{}  {}  {}  attempts {}{}",
+                            "{}  {}  {}  {state}  attempts {}{}",
                             r.id,
                             r.conversation_id,
                             r.event,
