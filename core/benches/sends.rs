@@ -1,13 +1,18 @@
 //! Sends per second into SQLite (and PostgreSQL when
-//! `TIDINGS_BENCH_POSTGRES_URL` is set), with 1 and 64 concurrent senders,
-//! beside the raw ceiling of the same schema measured in the same run.
+//! `TIDINGS_BENCH_POSTGRES_URL` is set), with 1, 64 and 1,024 concurrent
+//! senders, beside the raw ceiling of the same schema measured in the same
+//! run.
 //!
 //! ```sh
 //! cargo bench -p tidings --bench sends            # SQLite only
 //! TIDINGS_BENCH_POSTGRES_URL=postgres://… cargo bench -p tidings --bench sends
 //! TIDINGS_BENCH_ONLY=postgres …                   # only the variants named so
+//! TIDINGS_BENCH_ROUNDS=1 …                        # rounds (default 5)
+//! scripts/bench-sends                             # beside a baseline commit, alternating
 //! ```
-//! Rounds alternate between the variants; medians are reported.
+//! Rounds alternate between the variants; medians are reported. Each round
+//! also prints `round N: NAME: RATE msgs/s` on stderr, which
+//! `scripts/bench-sends` collects.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +24,7 @@ const ROUNDS: usize = 5;
 const SINGLE_SENDS: usize = 5_000;
 const CONCURRENT_SENDS: usize = 64 * 1_000;
 const SENDERS: usize = 64;
+const MANY_SENDERS: usize = 1_024;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -49,7 +55,21 @@ async fn run() {
         let f = fresh_sqlite.clone();
         variants.push((
             "sqlite raw ceiling (rusqlite, 1000 rows/commit, same schema)",
-            Box::new(move || Box::pin(raw_sqlite(f()))),
+            Box::new(move || Box::pin(raw_sqlite(f(), 1000))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite raw, 64 rows/commit (one per conversation, as 64 senders)",
+            Box::new(move || Box::pin(raw_sqlite(f(), SENDERS))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite raw, 1 row/commit (as 1 sender)",
+            Box::new(move || Box::pin(raw_sqlite(f(), 1))),
         ));
     }
     {
@@ -76,13 +96,34 @@ async fn run() {
     {
         let f = fresh_sqlite.clone();
         variants.push((
+            "sqlite engine.send, 64 senders, in-process subscribers only (no outbox row)",
+            Box::new(move || Box::pin(engine_sends_live_only(f(), SENDERS, CONCURRENT_SENDS))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite engine.send, 1 sender (delivery running)",
+            Box::new(move || Box::pin(engine_sends(f(), 1, SINGLE_SENDS))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
+            "sqlite engine.send, 1024 senders (delivery running)",
+            Box::new(move || Box::pin(engine_sends(f(), MANY_SENDERS, CONCURRENT_SENDS))),
+        ));
+    }
+    {
+        let f = fresh_sqlite.clone();
+        variants.push((
             "sqlite engine.send, 64 senders, profanity-filter plugin",
             Box::new(move || Box::pin(engine_sends_filtered(f(), SENDERS, CONCURRENT_SENDS))),
         ));
     }
     #[cfg(feature = "postgres")]
     if let Ok(pg) = std::env::var("TIDINGS_BENCH_POSTGRES_URL") {
-        let (pg2, pg3) = (pg.clone(), pg.clone());
+        let (pg2, pg3, pg4, pg5) = (pg.clone(), pg.clone(), pg.clone(), pg.clone());
         variants.push((
             "postgres raw ceiling (multi-row INSERT, 1000 rows/commit, same schema)",
             Box::new(move || Box::pin(raw_postgres(pg3.clone()))),
@@ -95,19 +136,32 @@ async fn run() {
             "postgres store.append, 64 senders",
             Box::new(move || Box::pin(appends(pg2.clone(), SENDERS, CONCURRENT_SENDS))),
         ));
+        variants.push((
+            "postgres engine.send, 1 sender (delivery running)",
+            Box::new(move || Box::pin(engine_sends(pg4.clone(), 1, SINGLE_SENDS / 5))),
+        ));
+        variants.push((
+            "postgres engine.send, 64 senders (delivery running)",
+            Box::new(move || Box::pin(engine_sends(pg5.clone(), SENDERS, CONCURRENT_SENDS))),
+        ));
     }
     if let Ok(only) = std::env::var("TIDINGS_BENCH_ONLY") {
         variants.retain(|(name, _)| name.contains(only.as_str()));
     }
+    let rounds = std::env::var("TIDINGS_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS)
+        .max(1);
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for (i, (name, f)) in variants.iter().enumerate() {
             let rate = f().await;
             eprintln!("round {round}: {name}: {rate:.0} msgs/s");
             results[i].push(rate);
         }
     }
-    println!("\nmedian of {ROUNDS} alternating rounds (min / median / max msgs/s):");
+    println!("\nmedian of {rounds} alternating rounds (min / median / max msgs/s):");
     for ((name, _), mut r) in variants.iter().zip(results) {
         r.sort_by(f64::total_cmp);
         println!(
@@ -158,11 +212,40 @@ async fn appends(url: String, senders: usize, total: usize) -> f64 {
     rate(per * senders, start.elapsed())
 }
 
+/// Sends through an engine with a durable transport that takes every event
+/// at once (what `tidings serve`'s broker is to the engine): each message
+/// writes its outbox row, delivered from memory and acknowledged in batches.
 async fn engine_sends(url: String, senders: usize, total: usize) -> f64 {
+    let engine = Engine::builder()
+        .config(EngineConfig::with_store(url))
+        .transport(Arc::new(Accepting))
+        .build()
+        .await
+        .expect("engine");
+    send_all(&engine, senders, total).await
+}
+
+/// Sends through an engine whose only transport is the in-process one: no
+/// outbox row is written.
+async fn engine_sends_live_only(url: String, senders: usize, total: usize) -> f64 {
     let engine = Engine::open(EngineConfig::with_store(url))
         .await
         .expect("engine");
     send_all(&engine, senders, total).await
+}
+
+/// A durable transport that takes everything.
+struct Accepting;
+
+#[async_trait::async_trait]
+impl tidings::Transport for Accepting {
+    fn name(&self) -> &str {
+        "bench-accepting"
+    }
+
+    async fn deliver(&self, _: &str, _: &str, _: bytes::Bytes) -> tidings::Result<()> {
+        Ok(())
+    }
 }
 
 /// The same sends through a compiled-in profanity filter; also prints the
@@ -222,8 +305,9 @@ async fn send_all(engine: &Engine, senders: usize, total: usize) -> f64 {
 }
 
 /// The same rows the store writes per message (message + outbox row, plus a
-/// conversation update per group), straight through rusqlite.
-async fn raw_sqlite(url: String) -> f64 {
+/// conversation update per group), straight through rusqlite, `per_commit`
+/// messages per transaction.
+async fn raw_sqlite(url: String, per_commit: usize) -> f64 {
     // Let the store create the schema, then write around it.
     drop(store::open(&url).await.expect("store"));
     let path = url.trim_start_matches("sqlite://").to_owned();
@@ -238,11 +322,15 @@ async fn raw_sqlite(url: String) -> f64 {
             )
             .expect("conv");
         }
-        let total = CONCURRENT_SENDS;
+        let total = if per_commit == 1 {
+            SINGLE_SENDS
+        } else {
+            CONCURRENT_SENDS
+        };
         let msgs: Vec<NewMessage> = (0..total).map(|i| new_message(i % SENDERS, i)).collect();
         let start = Instant::now();
         let mut seq = vec![0i64; SENDERS];
-        for chunk in msgs.chunks(1000).enumerate() {
+        for chunk in msgs.chunks(per_commit).enumerate() {
             let (c, chunk) = chunk;
             conn.execute_batch("BEGIN").expect("begin");
             {
@@ -253,10 +341,12 @@ async fn raw_sqlite(url: String) -> f64 {
                     )
                     .expect("prepare");
                 let mut out = conn
-                    .prepare_cached("INSERT INTO outbox (conversation, event, message) VALUES (?1, 'new-message', ?2)")
+                    .prepare_cached("INSERT INTO outbox (conversation, event, message, pending, queued_at) VALUES (?1, 'new-message', ?2, 1, ?3)")
                     .expect("prepare");
+                let mut touched = Vec::with_capacity(chunk.len().min(SENDERS));
                 for (j, m) in chunk.iter().enumerate() {
-                    let s = (c * 1000 + j) % SENDERS;
+                    let s = (c * per_commit + j) % SENDERS;
+                    touched.push(s);
                     seq[s] += 1;
                     ins.execute(rusqlite::params![
                         s as i64 + 1,
@@ -267,14 +357,21 @@ async fn raw_sqlite(url: String) -> f64 {
                         m.created_at
                     ])
                     .expect("insert");
-                    out.execute(rusqlite::params![s as i64 + 1, conn.last_insert_rowid()])
-                        .expect("outbox");
+                    out.execute(rusqlite::params![
+                        s as i64 + 1,
+                        conn.last_insert_rowid(),
+                        m.created_at
+                    ])
+                    .expect("outbox");
                 }
                 let mut upd = conn
                     .prepare_cached("UPDATE conversations SET last_seq = ?2, last_at = ?3 WHERE id = ?1")
                     .expect("prepare");
-                for (s, last) in seq.iter().enumerate() {
-                    upd.execute(rusqlite::params![s as i64 + 1, last, 0]).expect("update");
+                touched.sort_unstable();
+                touched.dedup();
+                for s in touched {
+                    upd.execute(rusqlite::params![s as i64 + 1, seq[s], 0])
+                        .expect("update");
                 }
             }
             conn.execute_batch("COMMIT").expect("commit");
@@ -318,8 +415,8 @@ async fn raw_postgres(url: String) -> f64 {
                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])
                 RETURNING id, conversation
              )
-             INSERT INTO outbox (conversation, event, message)
-             SELECT conversation, 'new-message', id FROM inserted ORDER BY id",
+             INSERT INTO outbox (conversation, event, message, pending, queued_at)
+             SELECT conversation, 'new-message', id, 1, 0 FROM inserted ORDER BY id",
         )
         .await
         .expect("prepare");
