@@ -752,3 +752,88 @@ async fn pending_rows_for_a_pusher_transport_survive_every_cli_command() {
     );
     assert!(owed(cli(d, &["--json", "--store", &store, "outbox"]).await).is_empty());
 }
+
+/// Accepts connections and, while closed, holds them without reading or
+/// answering (an endpoint that hangs); once opened, forwards new ones to
+/// `upstream`.
+async fn hanging_endpoint(upstream: SocketAddr) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (gate, open) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !*open.borrow() {
+                held.push(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, gate)
+}
+
+/// A Pusher mirror whose endpoint accepts and never answers holds back only
+/// itself: the broker's subscriber gets every message at once, and the
+/// mirror gets them all, in order, once its endpoint answers.
+#[cfg(feature = "broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_pusher_mirror_holds_back_only_itself() {
+    use restarting::{Subscriber, APP};
+    use tidings::api::{ServeConfig, Server};
+    use tidings::broker::AppConfig;
+    let (fake, fake_addr) = fake_endpoint().await;
+    let (hung, open) = hanging_endpoint(fake_addr).await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::bind(ServeConfig {
+        transports: vec![TransportConfig::Pusher {
+            url: pusher_url(hung),
+            timeout_ms: 2_000,
+            attempts: 2,
+        }],
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path(),
+            "memory:",
+            vec![AppConfig::new(APP.0, APP.1, APP.2)],
+        )
+    })
+    .await
+    .expect("bind");
+    let addr = server.local_addr().unwrap();
+    let engine = server.state().engine.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut subscriber = Subscriber::on(addr, "private-conversation-1-18").await;
+    let mut slowest = Duration::ZERO;
+    for i in 1..=5 {
+        let sent_at = tokio::time::Instant::now();
+        engine
+            .send(SendRequest::to("1", "18", format!("m{i}")))
+            .await
+            .unwrap();
+        assert_eq!(subscriber.next_seq().await, i);
+        slowest = slowest.max(sent_at.elapsed());
+    }
+    // One call to the hung mirror takes up to 2 × 2 s before it gives up;
+    // the broker's subscriber waited for none of them.
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a message took {slowest:?} to reach the broker's subscriber"
+    );
+    assert!(fake.accepted_messages().is_empty());
+    open.send_replace(true);
+    let got = fake
+        .wait_for("the mirror to get all five", |m| m.len() >= 5)
+        .await;
+    let order = first_delivery_order(&got);
+    assert_eq!(order["1-18"], [1, 2, 3, 4, 5], "in order, each once first");
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
