@@ -184,3 +184,30 @@ async fn unknown_url_options_are_refused() {
         .expect("fail");
     assert_eq!(err.kind(), ErrorKind::Config);
 }
+
+/// Two stores on one file (a server and a command-line process): each
+/// writer notices the other's commits, so seqs stay consecutive and no
+/// append fails.
+#[tokio::test]
+async fn two_processes_on_one_file_keep_seqs_consecutive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}/shared.db", dir.path().display());
+    let a = store::open(&url).await.expect("open a");
+    let b = store::open(&url).await.expect("open b");
+    let conv = tidings::ConversationId::parse("1-18").expect("conv");
+    for i in 0..20 {
+        let store = if i % 3 == 0 { &b } else { &a };
+        let sent = store
+            .append(tidings::NewMessage {
+                conversation_id: conv.clone(),
+                sender_id: tidings::UserId::new("1").expect("user"),
+                body: format!("m{i}"),
+                client_msg_id: None,
+                created_at: i,
+            })
+            .await
+            .expect("append");
+        assert_eq!(sent.message.seq, i + 1);
+    }
+    assert_eq!(a.last_seq(&conv).await.expect("last seq"), 20);
+}

@@ -36,6 +36,39 @@ const MAX_LINGER: Duration = Duration::from_millis(2);
 const LINGER_STEP: Duration = Duration::from_micros(200);
 /// Queue depth before senders wait: backpressure, not unbounded memory.
 const QUEUE_DEPTH: usize = 16 * 1024;
+/// Conversations whose row id and last seq the writer remembers.
+const CACHED_CONVERSATIONS: usize = 64 * 1024;
+
+/// Row id and last seq of the conversations the writer appended to, so a
+/// group does not look each one up again. Only this writer changes them,
+/// except another process on the same file (then `data_version` moves and
+/// the cache is dropped), and a failed transaction drops it too.
+#[derive(Default)]
+struct Conversations {
+    rows: HashMap<String, (i64, i64)>,
+}
+
+impl Conversations {
+    fn get(&self, key: &str) -> Option<(i64, i64)> {
+        self.rows.get(key).copied()
+    }
+
+    fn set(&mut self, key: &str, row: i64, last_seq: i64) {
+        if self.rows.len() >= CACHED_CONVERSATIONS && !self.rows.contains_key(key) {
+            self.rows.clear();
+        }
+        match self.rows.get_mut(key) {
+            Some(entry) => *entry = (row, last_seq),
+            None => {
+                self.rows.insert(key.to_owned(), (row, last_seq));
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+    }
+}
 
 /// A unit of work for the writer, answered after the commit.
 trait Job: Send {
@@ -196,6 +229,7 @@ fn run(
     let mut jobs: Vec<Box<dyn Job>> = Vec::new();
     let mut last_group = 0;
     let mut seen_version = data_version(&conn);
+    let mut conversations = Conversations::default();
     while let Some(first) = receiver.blocking_recv() {
         let mut group = Group {
             appends: &mut appends,
@@ -218,17 +252,12 @@ fn run(
             }
         }
         last_group = group.count;
-        // Another process may have registered a transport.
-        let version = data_version(&conn);
-        if version != seen_version {
-            seen_version = version;
-            match registered_mask(&conn) {
-                Ok(mask) => registered.store(mask, Ordering::Release),
-                Err(err) => tracing::warn!(%err, "re-reading the transport registry failed"),
-            }
-        }
-        let mask = registered.load(Ordering::Acquire);
-        commit_group(&conn, &mut appends, &mut jobs, mask, sinks);
+        let mut shared = Shared {
+            registered,
+            conversations: &mut conversations,
+            seen_version: &mut seen_version,
+        };
+        commit_group(&conn, &mut appends, &mut jobs, sinks, &mut shared);
     }
 }
 
@@ -263,17 +292,41 @@ impl Group<'_> {
 
 type AppendRequest = (NewMessage, oneshot::Sender<Result<Appended>>);
 
+/// What the writer keeps between groups.
+struct Shared<'a> {
+    registered: &'a AtomicI64,
+    conversations: &'a mut Conversations,
+    seen_version: &'a mut Option<i64>,
+}
+
+impl Shared<'_> {
+    /// Inside the write transaction (no one else can write now): when
+    /// another connection committed since the last group, what the writer
+    /// remembers (conversations, the transport registry) is read afresh.
+    fn refresh(&mut self, conn: &Connection) -> Result<i64> {
+        let version = data_version(conn);
+        if version != *self.seen_version {
+            *self.seen_version = version;
+            self.conversations.clear();
+            self.registered
+                .store(registered_mask(conn)?, Ordering::Release);
+        }
+        Ok(self.registered.load(Ordering::Acquire))
+    }
+}
+
 fn commit_group(
     conn: &Connection,
     appends: &mut Vec<AppendRequest>,
     jobs: &mut Vec<Box<dyn Job>>,
-    registered: i64,
     sinks: &CommitSinks,
+    shared: &mut Shared<'_>,
 ) {
     let mut job_events = Vec::new();
     let outcome = transaction(conn, |conn| {
+        let registered = shared.refresh(conn)?;
         let msgs: Vec<&NewMessage> = appends.iter().map(|(m, _)| m).collect();
-        let results = append_batch(conn, &msgs, registered)?;
+        let results = append_batch(conn, &msgs, registered, shared.conversations)?;
         for job in jobs.iter_mut() {
             job.run(conn, &mut job_events);
         }
@@ -303,6 +356,8 @@ fn commit_group(
             }
         }
         Err(err) => {
+            // Rolled back: the remembered seqs may be ahead of the file.
+            shared.conversations.clear();
             let why = err.to_string();
             tracing::warn!(error = %why, "SQLite group commit failed; nothing of it was written");
             for (_, reply) in appends.drain(..) {
@@ -343,6 +398,7 @@ fn append_batch(
     conn: &Connection,
     msgs: &[&NewMessage],
     registered: i64,
+    conversations: &mut Conversations,
 ) -> Result<Vec<Result<Stored>>> {
     let mut results: Vec<Option<Result<Stored>>> = (0..msgs.len()).map(|_| None).collect();
     // Group by conversation, keeping arrival order inside each.
@@ -373,7 +429,10 @@ fn append_batch(
     let queued_at = now_ms();
     for (key, members) in groups {
         let first = msgs[members[0]];
-        let (conv, mut last_seq) = conversation_for_append(conn, key, first)?;
+        let (conv, mut last_seq) = match conversations.get(key) {
+            Some(found) => found,
+            None => conversation_for_append(conn, key, first)?,
+        };
         let mut last_at = None;
         // Keys first used inside this batch, for retries racing each other.
         let mut fresh: HashMap<&str, usize> = HashMap::new();
@@ -457,6 +516,7 @@ fn append_batch(
             .and_then(|mut s| s.execute(params![conv, last_seq, at]))
             .map_err(db)?;
         }
+        conversations.set(key, conv, last_seq);
     }
     Ok(results
         .into_iter()
