@@ -2,14 +2,17 @@
 //!
 //! - `burst endpoint ADDR EVENT_LOG`: a Pusher-compatible `batch_events`
 //!   endpoint that appends every accepted event to EVENT_LOG as a JSON line;
-//! - `burst send STORE PUSHER_URL TASKS PER_TASK ACK_LOG`: many tasks send
-//!   through an engine delivering to that endpoint; each acknowledged send
-//!   is appended to ACK_LOG before the next (this process gets SIGKILLed);
-//! - `burst verify STORE PUSHER_URL ACK_LOG EVENT_LOG`: reopens the store,
+//! - `burst send STORE PUSHER_URLS TASKS PER_TASK ACK_LOG`: many tasks send
+//!   through an engine delivering to those endpoints (comma-separated: each
+//!   is a transport of its own, with its own progress); each acknowledged
+//!   send is appended to ACK_LOG before the next (this process gets
+//!   SIGKILLed);
+//! - `burst verify STORE PUSHER_URLS ACK_LOG EVENT_LOGS`: reopens the store,
 //!   lets the outbox deliver what the killed process left, and checks that
 //!   every acknowledged message is stored exactly once, seqs are gap-free,
-//!   and every stored message was delivered, first deliveries in seq order
-//!   per conversation.
+//!   and every stored message was delivered to every endpoint (one event
+//!   log each, comma-separated, in the order of the URLs), first deliveries
+//!   in seq order per conversation.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -33,10 +36,10 @@ async fn main() -> Result<()> {
     }
 }
 
-fn engine_config(store: &str, url: &str) -> EngineConfig {
+fn engine_config(store: &str, urls: &str) -> EngineConfig {
     EngineConfig {
         store: store.to_owned(),
-        transports: vec![TransportConfig::pusher(url)],
+        transports: urls.split(',').map(TransportConfig::pusher).collect(),
         ..EngineConfig::default()
     }
 }
@@ -176,35 +179,40 @@ async fn verify(store: &str, url: &str, acks: &str, events: &str) -> Result<()> 
         );
         acked_count += 1;
     }
-    // Deliveries: every stored message, first deliveries in seq order.
-    let mut seen = HashSet::new();
-    let mut delivered: HashMap<String, Vec<i64>> = HashMap::new();
-    for line in std::fs::read_to_string(events)?.lines() {
-        let e: serde_json::Value = serde_json::from_str(line)?;
-        if e["name"] != "new-message" {
-            continue;
+    // Deliveries, to each endpoint: every stored message, first
+    // deliveries in seq order.
+    let logs: Vec<&str> = events.split(',').collect();
+    for log in &logs {
+        let mut seen = HashSet::new();
+        let mut delivered: HashMap<String, Vec<i64>> = HashMap::new();
+        for line in std::fs::read_to_string(log)?.lines() {
+            let e: serde_json::Value = serde_json::from_str(line)?;
+            if e["name"] != "new-message" {
+                continue;
+            }
+            let m: Message = serde_json::from_str(e["data"].as_str().unwrap_or("null"))?;
+            if seen.insert(m.id) {
+                delivered
+                    .entry(m.conversation_id.to_string())
+                    .or_default()
+                    .push(m.seq);
+            }
         }
-        let m: Message = serde_json::from_str(e["data"].as_str().unwrap_or("null"))?;
-        if seen.insert(m.id) {
-            delivered
-                .entry(m.conversation_id.to_string())
-                .or_default()
-                .push(m.seq);
+        for (conv, seqs) in &per_conv {
+            let got = delivered.get(conv).cloned().unwrap_or_default();
+            ensure!(
+                &got == seqs,
+                "{log}: {conv}: delivered {} of {} messages, or out of order",
+                got.len(),
+                seqs.len()
+            );
         }
-    }
-    for (conv, seqs) in &per_conv {
-        let got = delivered.get(conv).cloned().unwrap_or_default();
-        ensure!(
-            &got == seqs,
-            "{conv}: delivered {} of {} messages, or out of order",
-            got.len(),
-            seqs.len()
-        );
     }
     engine.shutdown().await;
     println!(
-        "verified: {acked_count} acknowledged, {} stored exactly once, all delivered in seq order per conversation",
-        stored.len()
+        "verified: {acked_count} acknowledged, {} stored exactly once, all delivered to each of {} transports in seq order per conversation",
+        stored.len(),
+        logs.len()
     );
     Ok(())
 }
