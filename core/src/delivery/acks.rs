@@ -1,36 +1,60 @@
 //! Batched acknowledgements: what durable transports took reaches the store
 //! in one write per batch, not one per event.
 //!
-//! Lanes hand over `(slot, outbox id)` pairs as they deliver; the acker
-//! waits [`ACK_LINGER`] after the first of a batch (or until [`ACK_BATCH`]
-//! are in), then writes each slot's ids with one [`Store::ack_outbox`]. A
-//! lane about to read the store (recovery) flushes first, so it never reads
-//! back a row it already delivered.
+//! Lanes add `(slot, outbox id)` pairs to a shared buffer as they deliver;
+//! the acker task wakes once for the first of a batch, waits [`ACK_LINGER`],
+//! then writes each slot's ids with one [`Store::ack_outbox`], so a busy
+//! engine costs one wake-up and one store write per linger, not per event.
+//! A lane about to read the store (recovery) flushes first, so it never
+//! reads back a row it already delivered.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::store::{OutboxId, Store, TransportSlot};
 
 /// Longest a delivered event waits for its acknowledgement to be written.
 pub(crate) const ACK_LINGER: Duration = Duration::from_millis(10);
-/// Acknowledgements written at once at most.
-const ACK_BATCH: usize = 4096;
 
-enum AckMsg {
-    Ack(TransportSlot, OutboxId),
-    /// Answered once everything handed over before it is written.
-    Flush(oneshot::Sender<()>),
+#[derive(Default)]
+struct Buffer {
+    ids: BTreeMap<TransportSlot, Vec<OutboxId>>,
+    /// Answered once everything added before them is written.
+    flushes: Vec<oneshot::Sender<()>>,
+    /// No lane is left: write what is here and stop.
+    closed: bool,
+}
+
+struct Shared {
+    buffer: Mutex<Buffer>,
+    wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
+        self.buffer.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Hands acknowledgements to the acker task; cloning shares the task.
 #[derive(Clone)]
 pub(crate) struct Acks {
-    queue: mpsc::UnboundedSender<AckMsg>,
+    shared: Arc<Shared>,
+    /// Dropped with the last clone: the acker then writes what it holds and ends.
+    _alive: Arc<Closer>,
+}
+
+struct Closer(Arc<Shared>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_one();
+    }
 }
 
 impl Acks {
@@ -40,62 +64,71 @@ impl Acks {
         runtime: &tokio::runtime::Handle,
         store: Arc<dyn Store>,
     ) -> (Acks, JoinHandle<()>) {
-        // Unbounded: at most what lanes deliver in one linger.
-        let (queue, receiver) = mpsc::unbounded_channel();
-        let task = runtime.spawn(run(store, receiver));
-        (Acks { queue }, task)
+        let shared = Arc::new(Shared {
+            buffer: Mutex::default(),
+            wake: Notify::new(),
+        });
+        let task = runtime.spawn(run(store, shared.clone()));
+        let acks = Acks {
+            _alive: Arc::new(Closer(shared.clone())),
+            shared,
+        };
+        (acks, task)
     }
 
     pub(crate) fn ack(&self, slot: TransportSlot, id: OutboxId) {
-        // A stopped acker: the row stays pending and is delivered again.
-        let _ = self.queue.send(AckMsg::Ack(slot, id));
+        let first = {
+            let mut buffer = self.shared.lock();
+            let first = buffer.ids.is_empty() && buffer.flushes.is_empty();
+            buffer.ids.entry(slot).or_default().push(id);
+            first
+        };
+        if first {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// Waits until every acknowledgement handed over so far is written.
     pub(crate) async fn flush(&self) {
         let (done, wait) = oneshot::channel();
-        if self.queue.send(AckMsg::Flush(done)).is_ok() {
-            let _ = wait.await;
-        }
+        self.shared.lock().flushes.push(done);
+        self.shared.wake.notify_one();
+        // A stopped acker drops the sender: nothing more to wait for.
+        let _ = wait.await;
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut receiver: mpsc::UnboundedReceiver<AckMsg>) {
-    let mut pending: BTreeMap<TransportSlot, Vec<OutboxId>> = BTreeMap::new();
-    let mut count = 0;
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
-    while let Some(first) = receiver.recv().await {
-        let deadline = tokio::time::Instant::now() + ACK_LINGER;
-        let mut next = Some(first);
-        loop {
-            match next.take() {
-                Some(AckMsg::Ack(slot, id)) => {
-                    pending.entry(slot).or_default().push(id);
-                    count += 1;
-                }
-                Some(AckMsg::Flush(done)) => {
-                    waiting.push(done);
-                    break;
-                }
-                None => {}
-            }
-            if count >= ACK_BATCH {
-                break;
-            }
-            match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(msg)) => next = Some(msg),
-                Ok(None) | Err(_) => break,
-            }
+async fn run(store: Arc<dyn Store>, shared: Arc<Shared>) {
+    loop {
+        shared.wake.notified().await;
+        let (flush_now, closed) = {
+            let buffer = shared.lock();
+            (!buffer.flushes.is_empty(), buffer.closed)
+        };
+        if !flush_now && !closed {
+            // Let the batch fill; a flush request cuts the wait short.
+            let _ = tokio::time::timeout(ACK_LINGER, shared.wake.notified()).await;
         }
-        for (slot, ids) in std::mem::take(&mut pending) {
+        let (ids, flushes, closed) = {
+            let mut buffer = shared.lock();
+            (
+                std::mem::take(&mut buffer.ids),
+                std::mem::take(&mut buffer.flushes),
+                buffer.closed,
+            )
+        };
+        for (slot, ids) in ids {
             if let Err(err) = store.ack_outbox(slot, &ids).await {
                 // The events went out; they will go out again (at-least-once).
                 tracing::warn!(%err, count = ids.len(), "writing delivery acknowledgements failed");
             }
         }
-        count = 0;
-        for done in waiting.drain(..) {
+        for done in flushes {
             let _ = done.send(());
+        }
+        // What lanes added while this was written has woken the next round.
+        if closed {
+            return;
         }
     }
 }
