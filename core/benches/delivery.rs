@@ -7,6 +7,9 @@
 //! - `xhr`: trigger-to-delivery latency of the same events at a WebSocket
 //!   subscriber and at an `xhr_streaming` subscriber (pusher-js's HTTP
 //!   fallback), p50/p99, and the difference;
+//! - `hung`: send-to-delivery latency at a broker subscriber (200 sends/s),
+//!   p50/p99, on a server whose Pusher mirror accepts connections and never
+//!   answers, beside the same server with no mirror, in alternating rounds;
 //! - `recovery`: clients offline for `--offline` seconds (default 30) while
 //!   100 messages arrive in each of their conversations; each then
 //!   reconnects, resubscribes and catches up by seq over the chat API: the
@@ -16,6 +19,7 @@
 //! ```sh
 //! cargo bench -p tidings --bench delivery                      # everything
 //! cargo bench -p tidings --bench delivery -- xhr recovery --offline 5
+//! cargo bench -p tidings --bench delivery -- hung
 //! ```
 
 use std::collections::HashSet;
@@ -54,7 +58,7 @@ fn main() {
     let names: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| ["transport", "xhr", "recovery"].contains(a))
+        .filter(|a| ["transport", "xhr", "hung", "recovery"].contains(a))
         .collect();
     let all = names.is_empty();
     runtime.block_on(async {
@@ -63,6 +67,9 @@ fn main() {
         }
         if all || names.contains(&"xhr") {
             xhr().await;
+        }
+        if all || names.contains(&"hung") {
+            hung().await;
         }
         if all || names.contains(&"recovery") {
             recovery(Duration::from_secs(offline)).await;
@@ -78,6 +85,11 @@ struct Running {
 }
 
 async fn serve(store_in_dir: bool) -> Running {
+    serve_with(store_in_dir, Vec::new()).await
+}
+
+/// A server with `transports` besides the broker.
+async fn serve_with(store_in_dir: bool, transports: Vec<TransportConfig>) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = if store_in_dir {
         format!("sqlite://{}/bench.db", dir.path().display())
@@ -86,6 +98,7 @@ async fn serve(store_in_dir: bool) -> Running {
     };
     let server = Server::bind(ServeConfig {
         demo: true,
+        transports,
         ..ServeConfig::new(
             "127.0.0.1:0".parse().expect("address"),
             dir.path(),
@@ -120,6 +133,114 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+// --------------------------------------------------------------------- hung
+
+/// A Pusher-compatible endpoint that accepts connections and never answers.
+async fn hanging_endpoint() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+/// Send-to-delivery latencies (ms) at a broker subscriber, `count` sends
+/// paced at `rate` per second, with or without a hung Pusher mirror.
+async fn hung_round(with_mirror: bool, count: usize, rate: u64) -> Vec<f64> {
+    let transports = if with_mirror {
+        let addr = hanging_endpoint().await;
+        vec![TransportConfig::pusher(format!(
+            "http://{KEY}:{SECRET}@{addr}/apps/{APP_ID}"
+        ))]
+    } else {
+        Vec::new()
+    };
+    let server = serve_with(false, transports).await;
+    let channel = "private-conversation-1-18";
+    let (mut ws, socket_id) = ws_connect(server.addr).await;
+    ws_subscribe(&mut ws, &socket_id, channel).await;
+    let sent_at = std::sync::Arc::new(std::sync::Mutex::new(vec![None; count + 1]));
+    let sender = {
+        let engine = server.engine.clone();
+        let sent_at = sent_at.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            for i in 1..=count {
+                tick.tick().await;
+                let at = Instant::now();
+                let sent = engine
+                    .send(SendRequest::to("1", "18", format!("m{i}")))
+                    .await
+                    .expect("send");
+                sent_at.lock().expect("lock")[sent.message.seq as usize] = Some(at);
+            }
+        })
+    };
+    let mut latencies = Vec::with_capacity(count);
+    while latencies.len() < count {
+        let frame = next_frame(&mut ws).await;
+        if frame["event"] != "new-message" {
+            continue;
+        }
+        let arrived = Instant::now();
+        let m: Value = serde_json::from_str(frame["data"].as_str().expect("data")).expect("json");
+        let seq = m["seq"].as_u64().expect("seq") as usize;
+        // The send returns after the commit, so its instant may be set a
+        // moment after the event arrived: wait for it.
+        let at = loop {
+            if let Some(at) = sent_at.lock().expect("lock")[seq] {
+                break at;
+            }
+            tokio::task::yield_now().await;
+        };
+        latencies.push(arrived.saturating_duration_since(at).as_secs_f64() * 1e3);
+    }
+    sender.await.expect("sender");
+    latencies
+}
+
+async fn hung() {
+    const COUNT: usize = 1_000;
+    const RATE: u64 = 200;
+    let mut rounds: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..ROUNDS {
+        for (i, with_mirror) in [false, true].into_iter().enumerate() {
+            let mut l = hung_round(with_mirror, COUNT, RATE).await;
+            l.sort_by(f64::total_cmp);
+            let (p50, p99) = (percentile(&l, 0.5), percentile(&l, 0.99));
+            eprintln!(
+                "round {round}: {}: p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
+                if with_mirror {
+                    "with a hung Pusher mirror"
+                } else {
+                    "broker only"
+                },
+                l[l.len() - 1]
+            );
+            rounds[i].push((p50, p99));
+        }
+    }
+    println!(
+        "\nhung mirror: send to broker subscriber, {COUNT} sends at {RATE}/s, medians of {ROUNDS} alternating rounds"
+    );
+    for (name, r) in ["broker only", "with a hung Pusher mirror"]
+        .iter()
+        .zip(&rounds)
+    {
+        println!(
+            "  {name:<28} p50 {:>7.2} ms   p99 {:>7.2} ms",
+            median(r.iter().map(|x| x.0).collect()),
+            median(r.iter().map(|x| x.1).collect())
+        );
+    }
 }
 
 // ---------------------------------------------------------------- transport
