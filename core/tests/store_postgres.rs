@@ -375,7 +375,7 @@ async fn a_connection_killed_during_commit_is_resolved_not_guessed() {
     let killed = admin
         .query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE application_name = $1 AND query = 'COMMIT'",
+             WHERE application_name = $1 AND query = 'COMMIT' AND state = 'active'",
             &[&schema],
         )
         .await
