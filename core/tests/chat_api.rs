@@ -561,7 +561,7 @@ async fn one_message_edit_delete_react() {
 }
 
 #[tokio::test]
-async fn outsiders_are_forbidden_everywhere() {
+async fn outsiders_are_refused_everywhere() {
     let server = start(false).await;
     let (_, sent) = server
         .post("1", "/v1/messages", json!({"to": "18", "body": "private"}))
@@ -594,11 +594,6 @@ async fn outsiders_are_forbidden_everywhere() {
             "/v1/messages".into(),
             Some(json!({"conversation_id": "1-18", "body": "let me in"})),
         ),
-        (Method::GET, message.clone(), None),
-        (Method::PATCH, message.clone(), Some(json!({"body": "x"}))),
-        (Method::DELETE, message.clone(), None),
-        (Method::PUT, reaction.clone(), Some(json!({"emoji": "👀"}))),
-        (Method::DELETE, reaction.clone(), None),
     ];
     for (method, path, body) in calls {
         let answer = server
@@ -607,6 +602,59 @@ async fn outsiders_are_forbidden_everywhere() {
         assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
         // And nobody at all is unauthenticated.
         let answer = server.call(As::Nobody, method, &path, body).await;
+        assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    // A message of other people's conversation is answered like a missing
+    // one, so that ids do not tell who talks to whom.
+    let missing_id = id + 1000;
+    let missing = format!("/v1/messages/{missing_id}");
+    let message_calls: Vec<(Method, &str, Option<Value>)> = vec![
+        (Method::GET, "", None),
+        (Method::PATCH, "", Some(json!({"body": "x"}))),
+        (Method::DELETE, "", None),
+        (Method::PUT, "/reaction", Some(json!({"emoji": "👀"}))),
+        (Method::DELETE, "/reaction", None),
+    ];
+    for (method, suffix, body) in message_calls {
+        let theirs = server
+            .call(
+                outsider,
+                method.clone(),
+                &format!("{message}{suffix}"),
+                body.clone(),
+            )
+            .await;
+        let absent = server
+            .call(
+                outsider,
+                method.clone(),
+                &format!("{missing}{suffix}"),
+                body.clone(),
+            )
+            .await;
+        assert_error(&theirs, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(theirs.0, absent.0, "{method} {suffix}");
+        assert_eq!(
+            theirs.1["error"]["message"]
+                .as_str()
+                .map(|m| m.replace(&id.to_string(), "ID")),
+            absent.1["error"]["message"]
+                .as_str()
+                .map(|m| m.replace(&missing_id.to_string(), "ID")),
+            "{method} {suffix}"
+        );
+        let text = theirs.1.to_string();
+        assert!(
+            !text.contains("1-18") && !text.contains("conversation"),
+            "{text}"
+        );
+        assert_eq!(
+            theirs.1.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+            absent.1.as_object().map(|o| o.keys().collect::<Vec<_>>())
+        );
+        let answer = server
+            .call(As::Nobody, method, &format!("{message}{suffix}"), body)
+            .await;
         assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthenticated");
     }
     // Acting for another user with one's own token.
