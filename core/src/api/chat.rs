@@ -31,8 +31,9 @@
 //! `next_after` is the cursor for the next call (the last item's seq, or
 //! `after` when there is none). The events long-poll answers as soon as a
 //! message with a seq above `after` exists, or with no items after `wait`.
-//! Errors: `{"error":{"kind","message"}}`, see [`ApiError`]. Any origin may
-//! call (CORS, see [`super::auth::cors`]).
+//! Errors: `{"error":{"kind","message"}}`, see [`ApiError`]. Browsers on
+//! other origins may call only when the operator allows theirs
+//! ([`super::cors`]).
 
 use std::time::Duration;
 
@@ -83,7 +84,10 @@ pub fn routes(state: ServerState) -> Router {
         .route("/v1/conversations/{id}/read", post(mark_read))
         .route("/v1/conversations/{id}/typing", post(typing))
         .route("/v1/conversations/{id}/events", get(events))
-        .layer(axum::middleware::from_fn(super::auth::cors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.allowed_origins.clone(),
+            super::cors::layer,
+        ))
         .with_state(state)
 }
 
