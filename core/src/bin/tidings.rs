@@ -133,7 +133,7 @@ struct ServeArgs {
     #[arg(long)]
     demo: bool,
     /// With --demo: allow a --listen address other people can reach.
-    #[arg(long, env = "TIDINGS_DEMO_PUBLIC")]
+    #[arg(long, env = "TIDINGS_DEMO_PUBLIC", value_parser = clap::builder::FalseyValueParser::new())]
     demo_public: bool,
     /// Browser origins whose pages may call the chat API and the auth
     /// endpoints (CORS), comma-separated: https://app.example,http://localhost:3000,
