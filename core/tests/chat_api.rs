@@ -1151,7 +1151,7 @@ async fn preflight(server: &TestServer, path: &str, origin: &str) -> reqwest::Re
         )
         .send()
         .await
-        .unwrap()
+        .expect("preflight")
 }
 
 const PATHS: [&str; 3] = [

@@ -36,7 +36,12 @@ fn user_id() -> impl Strategy<Value = String> {
 fn two_users() -> impl Strategy<Value = (UserId, UserId)> {
     (user_id(), user_id())
         .prop_filter("two different users", |(a, b)| a != b)
-        .prop_map(|(a, b)| (UserId::new(a).unwrap(), UserId::new(b).unwrap()))
+        .prop_map(|(a, b)| {
+            (
+                UserId::new(a).expect("valid"),
+                UserId::new(b).expect("valid"),
+            )
+        })
 }
 
 proptest! {
