@@ -43,7 +43,7 @@ export interface EngineConfig {
 export interface AppConfig {
   id: string;
   key: string;
-  /** At least 8 characters. */
+  /** At least 32 bytes (`Server.start` and `tidings serve` refuse shorter ones). */
   secret: string;
   webhooks?: string[];
   webhook_batching?: boolean;
@@ -59,7 +59,10 @@ export interface ServerConfig {
   store?: string;
   /** Without apps, the default app (id 1, key `tidings-key`) gets a secret kept in `data_dir`. */
   apps?: AppConfig[];
+  /** Sign-in by user id without a token: anyone can act as any user (logged as a warning). */
   demo?: boolean;
+  /** Browser origins (`https://app.example`) whose pages may call the chat API; default: the server's own only. */
+  allowed_origins?: string[];
   transports?: TransportConfig[];
   plugins?: PluginConfig[];
 }

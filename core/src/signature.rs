@@ -181,7 +181,8 @@ pub fn verify_request(
     }
     let timestamp = get("auth_timestamp").ok_or(RequestRejected::Missing("auth_timestamp"))?;
     match timestamp.parse::<i64>() {
-        Ok(ts) if (ts - now).abs() < REQUEST_WINDOW_SECS => {}
+        // `abs_diff`: a timestamp near i64::MIN or MAX must not overflow.
+        Ok(ts) if ts.abs_diff(now) < REQUEST_WINDOW_SECS.unsigned_abs() => {}
         _ => {
             return Err(RequestRejected::Timestamp {
                 given: timestamp.to_owned(),
@@ -314,6 +315,17 @@ mod tests {
         let wrong = verify_request("other", "POST", "/apps/3/events", &signed, body, 1000);
         let err = wrong.unwrap_err().to_string();
         assert!(err.starts_with("Invalid signature"), "{err}");
+        for extreme in [i64::MIN, i64::MAX] {
+            let far = verify_request(SECRET, "POST", "/apps/3/events", &signed, body, extreme);
+            assert!(matches!(far, Err(RequestRejected::Timestamp { .. })));
+            let params = pairs(&[
+                ("auth_version", "1.0"),
+                ("auth_timestamp", &extreme.to_string()),
+                ("auth_signature", "x"),
+            ]);
+            let given = verify_request(SECRET, "GET", "/", &params, b"", 1000);
+            assert!(matches!(given, Err(RequestRejected::Timestamp { .. })));
+        }
         let unsigned = verify_request(
             SECRET,
             "POST",

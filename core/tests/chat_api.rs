@@ -27,18 +27,15 @@ struct TestServer {
 }
 
 async fn start(demo: bool) -> TestServer {
+    start_with(|config| ServeConfig { demo, ..config }).await
+}
+
+/// A server with the default test settings changed by `change`.
+async fn start_with(change: impl FnOnce(ServeConfig) -> ServeConfig) -> TestServer {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::bind(ServeConfig {
-        demo,
-        ..ServeConfig::new(
-            "127.0.0.1:0".parse().expect("address"),
-            dir.path(),
-            "memory:",
-            vec![AppConfig::new("1", KEY, SECRET)],
-        )
-    })
-    .await
-    .expect("bind");
+    let server = Server::bind(change(config(dir.path())))
+        .await
+        .expect("bind");
     let addr = server.local_addr().expect("address");
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
@@ -53,6 +50,15 @@ async fn start(demo: bool) -> TestServer {
         _stop: stop,
         _dir: dir,
     }
+}
+
+fn config(dir: &std::path::Path) -> ServeConfig {
+    ServeConfig::new(
+        "127.0.0.1:0".parse().expect("address"),
+        dir,
+        "memory:",
+        vec![AppConfig::new("1", KEY, SECRET)],
+    )
 }
 
 fn bearer(user: &str) -> String {
@@ -279,8 +285,22 @@ fn the_token_command_signs_with_the_servers_secret() {
     );
     assert!((claims.exp - token::unix_now() - 60).abs() < 30);
     // TIDINGS_APP_SECRET wins, as for serve.
-    let printed = run(&["token", "--user", "17"], Some("from-the-environment"));
-    assert!(token::verify("from-the-environment", &printed, token::unix_now()).is_ok());
+    let env_secret = "from-the-environment-0123456789abcdef";
+    let printed = run(&["token", "--user", "17"], Some(env_secret));
+    assert!(token::verify(env_secret, &printed, token::unix_now()).is_ok());
+    // A short one is refused, naming the app.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .current_dir(dir.path())
+        .env("TIDINGS_APP_SECRET", "from-the-environment")
+        .args(["token", "--user", "17"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("secret of app 1") && err.contains("TIDINGS_APP_SECRET"),
+        "{err}"
+    );
     // Bad users are refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidings"))
         .current_dir(dir.path())
@@ -561,7 +581,7 @@ async fn one_message_edit_delete_react() {
 }
 
 #[tokio::test]
-async fn outsiders_are_forbidden_everywhere() {
+async fn outsiders_are_refused_everywhere() {
     let server = start(false).await;
     let (_, sent) = server
         .post("1", "/v1/messages", json!({"to": "18", "body": "private"}))
@@ -569,7 +589,6 @@ async fn outsiders_are_forbidden_everywhere() {
     let id = sent["message"]["id"].as_i64().unwrap();
     let outsider = As::User("5");
     let message = format!("/v1/messages/{id}");
-    let reaction = format!("{message}/reaction");
     let calls: Vec<(Method, String, Option<Value>)> = vec![
         (Method::GET, "/v1/conversations/1-18".into(), None),
         (Method::GET, "/v1/conversations/1-18/messages".into(), None),
@@ -594,11 +613,6 @@ async fn outsiders_are_forbidden_everywhere() {
             "/v1/messages".into(),
             Some(json!({"conversation_id": "1-18", "body": "let me in"})),
         ),
-        (Method::GET, message.clone(), None),
-        (Method::PATCH, message.clone(), Some(json!({"body": "x"}))),
-        (Method::DELETE, message.clone(), None),
-        (Method::PUT, reaction.clone(), Some(json!({"emoji": "👀"}))),
-        (Method::DELETE, reaction.clone(), None),
     ];
     for (method, path, body) in calls {
         let answer = server
@@ -607,6 +621,59 @@ async fn outsiders_are_forbidden_everywhere() {
         assert_error(&answer, StatusCode::FORBIDDEN, "forbidden");
         // And nobody at all is unauthenticated.
         let answer = server.call(As::Nobody, method, &path, body).await;
+        assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    // A message of other people's conversation is answered like a missing
+    // one, so that ids do not tell who talks to whom.
+    let missing_id = id + 1000;
+    let missing = format!("/v1/messages/{missing_id}");
+    let message_calls: Vec<(Method, &str, Option<Value>)> = vec![
+        (Method::GET, "", None),
+        (Method::PATCH, "", Some(json!({"body": "x"}))),
+        (Method::DELETE, "", None),
+        (Method::PUT, "/reaction", Some(json!({"emoji": "👀"}))),
+        (Method::DELETE, "/reaction", None),
+    ];
+    for (method, suffix, body) in message_calls {
+        let theirs = server
+            .call(
+                outsider,
+                method.clone(),
+                &format!("{message}{suffix}"),
+                body.clone(),
+            )
+            .await;
+        let absent = server
+            .call(
+                outsider,
+                method.clone(),
+                &format!("{missing}{suffix}"),
+                body.clone(),
+            )
+            .await;
+        assert_error(&theirs, StatusCode::NOT_FOUND, "not_found");
+        assert_eq!(theirs.0, absent.0, "{method} {suffix}");
+        assert_eq!(
+            theirs.1["error"]["message"]
+                .as_str()
+                .map(|m| m.replace(&id.to_string(), "ID")),
+            absent.1["error"]["message"]
+                .as_str()
+                .map(|m| m.replace(&missing_id.to_string(), "ID")),
+            "{method} {suffix}"
+        );
+        let text = theirs.1.to_string();
+        assert!(
+            !text.contains("1-18") && !text.contains("conversation"),
+            "{text}"
+        );
+        assert_eq!(
+            theirs.1.as_object().map(|o| o.keys().collect::<Vec<_>>()),
+            absent.1.as_object().map(|o| o.keys().collect::<Vec<_>>())
+        );
+        let answer = server
+            .call(As::Nobody, method, &format!("{message}{suffix}"), body)
+            .await;
         assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthenticated");
     }
     // Acting for another user with one's own token.
@@ -1071,46 +1138,77 @@ async fn the_page_and_pusher_js_are_served() {
     }
 }
 
+/// A CORS preflight from `origin` for `path`.
+async fn preflight(server: &TestServer, path: &str, origin: &str) -> reqwest::Response {
+    server
+        .http
+        .request(Method::OPTIONS, server.url(path))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type, x-tidings-user",
+        )
+        .send()
+        .await
+        .expect("preflight")
+}
+
+const PATHS: [&str; 3] = [
+    "/v1/messages",
+    "/v1/conversations/1-18/read",
+    "/pusher/auth",
+];
+
 #[tokio::test]
-async fn other_origins_may_call() {
-    let server = start(false).await;
-    for path in [
-        "/v1/messages",
-        "/v1/conversations/1-18/read",
-        "/pusher/auth",
-    ] {
-        let response = server
-            .http
-            .request(Method::OPTIONS, server.url(path))
-            .header("origin", "http://localhost:3000")
-            .header("access-control-request-method", "POST")
-            .header(
-                "access-control-request-headers",
-                "authorization, content-type",
-            )
-            .send()
-            .await
-            .unwrap();
+async fn allowed_origins_may_call() {
+    let server = start_with(|config| ServeConfig {
+        allowed_origins: vec!["http://localhost:3000".into(), "https://app.example".into()],
+        ..config
+    })
+    .await;
+    for path in PATHS {
+        let response = preflight(&server, path, "http://localhost:3000").await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT, "{path}");
         let headers = response.headers();
-        assert_eq!(headers["access-control-allow-origin"], "*");
+        assert_eq!(
+            headers["access-control-allow-origin"],
+            "http://localhost:3000"
+        );
         let allowed = headers["access-control-allow-headers"].to_str().unwrap();
         assert!(allowed.contains("authorization"), "{allowed}");
         assert!(headers["access-control-allow-methods"]
             .to_str()
             .unwrap()
             .contains("POST"));
+        // Another origin is refused, with no allow-origin header.
+        let response = preflight(&server, path, "https://evil.example").await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        assert!(response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none());
+        let (_, body) = status_and_json(response).await;
+        assert_eq!(body["error"]["kind"], "forbidden");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allowed-origins"));
     }
     let response = server
         .http
         .get(server.url("/v1/inbox"))
-        .header("origin", "http://localhost:3000")
+        .header("origin", "https://app.example")
         .header("authorization", bearer("1"))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(response.headers()["vary"], "origin");
     // Errors too, so that the browser code can read them.
     let response = server
         .http
@@ -1120,7 +1218,88 @@ async fn other_origins_may_call() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    // Other origins get their answer without the header: the browser keeps
+    // it from the page.
+    let response = server
+        .http
+        .get(server.url("/v1/inbox"))
+        .header("origin", "https://evil.example")
+        .header("authorization", bearer("1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
+#[tokio::test]
+async fn by_default_only_the_same_origin_may_call() {
+    for demo in [false, true] {
+        let server = start(demo).await;
+        for path in PATHS {
+            for origin in ["https://evil.example", "http://localhost:3000"] {
+                let response = preflight(&server, path, origin).await;
+                assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+                assert!(
+                    response
+                        .headers()
+                        .get("access-control-allow-origin")
+                        .is_none(),
+                    "{path} {origin}"
+                );
+            }
+        }
+        // The chat page's own calls (same origin) need no CORS and work.
+        let who = if demo { As::Demo("1") } else { As::User("1") };
+        let (status, _) = server.call(who, Method::GET, "/v1/inbox", None).await;
+        assert_eq!(status, StatusCode::OK);
+        let response = server
+            .http
+            .get(server.url("/v1/config"))
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+        assert!(response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none());
+    }
+}
+
+#[tokio::test]
+async fn any_origin_only_outside_demo_mode() {
+    let server = start_with(|config| ServeConfig {
+        allowed_origins: vec!["*".into()],
+        ..config
+    })
+    .await;
+    let response = preflight(&server, "/v1/messages", "https://elsewhere.example").await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
+
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Server::bind(ServeConfig {
+        demo: true,
+        allowed_origins: vec!["*".into()],
+        ..config(dir.path())
+    })
+    .await;
+    let err = refused.err().expect("refused").to_string();
+    assert!(err.contains("demo"), "{err}");
+    let bad = Server::bind(ServeConfig {
+        allowed_origins: vec!["https://app.example/chat".into()],
+        ..config(dir.path())
+    })
+    .await;
+    let err = bad.err().expect("refused").to_string();
+    assert!(err.contains("https://app.example/chat"), "{err}");
 }
 
 #[tokio::test]

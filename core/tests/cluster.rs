@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const KEY: &str = "cluster-test-key";
-const SECRET: &str = "cluster-test-secret";
+const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 /// How long anything may take on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(15);
 

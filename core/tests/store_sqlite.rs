@@ -211,3 +211,50 @@ async fn two_processes_on_one_file_keep_seqs_consecutive() {
     }
     assert_eq!(a.last_seq(&conv).await.expect("last seq"), 20);
 }
+
+/// The database, its -wal and -shm, and the directories tidings creates are
+/// readable by their owner only.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("data/db/tidings.db");
+    let store = store::open(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("sqlite store");
+    let message = tidings::NewMessage {
+        conversation_id: tidings::ConversationId::parse("1-18").expect("conversation"),
+        sender_id: tidings::UserId::new("1").expect("user"),
+        body: "hello".into(),
+        client_msg_id: None,
+        created_at: 1,
+    };
+    store.append(message).await.expect("append");
+    assert_eq!(mode(&file), 0o600);
+    for side in ["tidings.db-wal", "tidings.db-shm"] {
+        let side = dir.path().join("data/db").join(side);
+        assert!(side.exists(), "{} should exist in WAL mode", side.display());
+        assert_eq!(mode(&side), 0o600, "{}", side.display());
+    }
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    assert_eq!(mode(&dir.path().join("data/db")), 0o700);
+    drop(store);
+
+    // An existing database keeps the mode its owner gave it.
+    let shared = dir.path().join("shared.db");
+    std::fs::write(&shared, b"").expect("write");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let store = store::open(&format!("sqlite://{}", shared.display()))
+        .await
+        .expect("sqlite store");
+    drop(store);
+    assert_eq!(mode(&shared), 0o640);
+}

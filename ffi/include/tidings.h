@@ -416,11 +416,15 @@ tidings_status tidings_log_set_callback(tidings_log_callback callback,
 // Starts a server from `config_json`, every field optional:
 // `{"listen": "127.0.0.1:6001", "data_dir": "./tidings-data",
 // "store": "sqlite://./tidings-data/tidings.db",
-// "apps": [{"id": "1", "key": "tidings-key", "secret": "at least 8 chars"}],
-// "demo": false, "transports": [...], "plugins": [...]}` (`transports`
-// and `plugins` as in the engine config). Without `apps`, the default app (id 1, key
-// `tidings-key`) gets a secret generated once and kept in `data_dir`.
-// `"listen": "127.0.0.1:0"` picks a free port.
+// "apps": [{"id": "1", "key": "tidings-key", "secret": "at least 32 bytes"}],
+// "demo": false, "allowed_origins": [], "transports": [...], "plugins": [...]}`
+// (`transports` and `plugins` as in the engine config). Without `apps`, the
+// default app (id 1, key `tidings-key`) gets a secret generated once and
+// kept in `data_dir`; a secret under 32 bytes is refused (`CONFIG`).
+// `"listen": "127.0.0.1:0"` picks a free port. `"demo": true` lets any
+// caller act as any user and logs a warning saying so. `allowed_origins`
+// lists the browser origins (`"https://app.example"`) whose pages may call
+// the chat API and the auth endpoints; by default only the server's own.
 //
 // On `OK`, `*server_out` is a new handle (release with
 // `tidings_server_free`) and `*address_out` the address it listens on

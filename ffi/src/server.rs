@@ -24,11 +24,15 @@ impl ArcHandle for tidings_server {
 /// Starts a server from `config_json`, every field optional:
 /// `{"listen": "127.0.0.1:6001", "data_dir": "./tidings-data",
 /// "store": "sqlite://./tidings-data/tidings.db",
-/// "apps": [{"id": "1", "key": "tidings-key", "secret": "at least 8 chars"}],
-/// "demo": false, "transports": [...], "plugins": [...]}` (`transports`
-/// and `plugins` as in the engine config). Without `apps`, the default app (id 1, key
-/// `tidings-key`) gets a secret generated once and kept in `data_dir`.
-/// `"listen": "127.0.0.1:0"` picks a free port.
+/// "apps": [{"id": "1", "key": "tidings-key", "secret": "at least 32 bytes"}],
+/// "demo": false, "allowed_origins": [], "transports": [...], "plugins": [...]}`
+/// (`transports` and `plugins` as in the engine config). Without `apps`, the
+/// default app (id 1, key `tidings-key`) gets a secret generated once and
+/// kept in `data_dir`; a secret under 32 bytes is refused (`CONFIG`).
+/// `"listen": "127.0.0.1:0"` picks a free port. `"demo": true` lets any
+/// caller act as any user and logs a warning saying so. `allowed_origins`
+/// lists the browser origins (`"https://app.example"`) whose pages may call
+/// the chat API and the auth endpoints; by default only the server's own.
 ///
 /// On `OK`, `*server_out` is a new handle (release with
 /// `tidings_server_free`) and `*address_out` the address it listens on
@@ -157,6 +161,9 @@ mod imp {
         apps: Vec<AppConfig>,
         #[serde(default)]
         demo: bool,
+        /// Browser origins allowed to call the chat API (CORS).
+        #[serde(default)]
+        allowed_origins: Vec<String>,
         /// Transports besides the in-process broker (`EngineConfig` form).
         #[serde(default)]
         transports: Vec<TransportConfig>,
@@ -191,21 +198,23 @@ mod imp {
         let store = config
             .store
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tidings.db").display()));
+        for app in &config.apps {
+            apps::check_secret(app, "apps of the server config")?;
+        }
         let mut all_apps = config.apps;
         if all_apps.is_empty() {
             all_apps.push(apps::default_app(&data_dir, None, None, None)?.0);
         }
         let app = all_apps[0].clone();
+        if config.demo {
+            tracing::warn!(%listen, "{}", tidings::api::DEMO_WARNING);
+        }
         let serve = ServeConfig {
-            listen,
-            data_dir,
-            store,
-            apps: all_apps,
             demo: config.demo,
-            broker: Default::default(),
-            cluster: None,
+            allowed_origins: config.allowed_origins,
             transports: config.transports,
             plugins: config.plugins,
+            ..ServeConfig::new(listen, data_dir, store, all_apps)
         };
         let rt = runtime::get()?;
         let server = runtime::block_on("tidings_server_start", Server::bind(serve))??;

@@ -7,7 +7,7 @@ const { Server, channelAuth } = require('..');
 const { rejectsWith, scratch, nextEvent } = require('./lib/helpers');
 const { connect, subscribe, nextOn } = require('./lib/pusher');
 
-const APP = { id: '1', key: 'test-key', secret: 'test-secret-123' };
+const APP = { id: '1', key: 'test-key', secret: 'test-secret-0123456789abcdef0123456789' };
 
 function config() {
   return { listen: '127.0.0.1:0', store: 'memory:', data_dir: scratch(), apps: [APP] };
@@ -65,7 +65,7 @@ test('a server without apps gets the default app with a generated secret kept in
   const app = first.info().app;
   assert.equal(app.id, '1');
   assert.equal(app.key, 'tidings-key');
-  assert.ok(app.secret.length >= 8);
+  assert.ok(app.secret.length >= 32);
   await first.close();
   const second = await Server.start({ listen: '127.0.0.1:0', store: 'memory:', data_dir: dir });
   assert.equal(second.info().app.secret, app.secret);

@@ -12,7 +12,7 @@ import pytest
 import tidings
 from conftest import on_channel, wait_for
 
-APP = {"id": "1", "key": "test-key", "secret": "test-secret-123"}
+APP = {"id": "1", "key": "test-key", "secret": "test-secret-0123456789abcdef0123456789"}
 
 
 @pytest.fixture
@@ -110,6 +110,6 @@ def test_default_app_secret_is_generated(tmp_path) -> None:
     config = {"listen": "127.0.0.1:0", "store": "memory:", "data_dir": str(tmp_path)}
     with tidings.Server(config) as server:
         app = server.info().app
-        assert app.id == "1" and app.key == "tidings-key" and len(app.secret) >= 8
+        assert app.id == "1" and app.key == "tidings-key" and len(app.secret) >= 32
     with tidings.Server(config) as server:
         assert server.info().app.secret == app.secret  # kept in data_dir

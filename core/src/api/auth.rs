@@ -12,12 +12,11 @@
 //! `{"auth":…,"user_data":"{\"id\":\"…\"}"}` for `pusher:signin`, which
 //! opens `#server-to-user-{id}`. Everything is signed with the default app.
 //! Other channels are refused with 403; errors are JSON like the chat API's.
-//! Both answer CORS preflights ([`cors`]), for host apps on other origins.
+//! Both answer CORS preflights of the allowed origins ([`super::cors`]).
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{DefaultBodyLimit, Form, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{DefaultBodyLimit, Form, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -152,47 +151,15 @@ pub fn require_user(state: &ServerState, headers: &HeaderMap) -> Result<UserId, 
     })
 }
 
-/// CORS for the chat API and the auth endpoints, so that browser code of a
-/// host app on another origin can call them. Credentials are tokens in
-/// headers, never cookies, so every origin may ask: preflights are answered
-/// here and every answer carries `Access-Control-Allow-Origin: *`.
-pub async fn cors(request: Request, next: Next) -> Response {
-    let preflight = request.method() == Method::OPTIONS
-        && request
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type, x-tidings-user"),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-        response
-    } else {
-        next.run(request).await
-    };
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    response
-}
-
 pub fn routes(state: ServerState) -> Router {
     Router::new()
         .route("/pusher/auth", post(channel_auth))
         .route("/pusher/user-auth", post(user_auth))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
-        .layer(axum::middleware::from_fn(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.allowed_origins.clone(),
+            super::cors::layer,
+        ))
         .with_state(state)
 }
 

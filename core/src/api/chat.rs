@@ -13,7 +13,7 @@
 //! | `GET /v1/config` (no auth) | | `{app_key, cluster, demo, channel_auth_endpoint, user_auth_endpoint, pusher_js}` |
 //! | `GET /v1/me` | | `{user_id}` |
 //! | `POST /v1/messages` | `{to \| conversation_id, body, client_msg_id?}` | 201 `{message, created:true}`; 200 `{message, created:false}` for a retry |
-//! | `GET /v1/messages/{id}` | | `{message}` |
+//! | `GET /v1/messages/{id}` | | `{message}`; 404 for a message of other people's conversation, as for a missing one |
 //! | `PATCH /v1/messages/{id}` | `{body}` | `{message}` (sender only) |
 //! | `DELETE /v1/messages/{id}` | | `{message}` (a tombstone; sender only) |
 //! | `PUT /v1/messages/{id}/reaction` | `{emoji}` | `{message}` |
@@ -31,8 +31,9 @@
 //! `next_after` is the cursor for the next call (the last item's seq, or
 //! `after` when there is none). The events long-poll answers as soon as a
 //! message with a seq above `after` exists, or with no items after `wait`.
-//! Errors: `{"error":{"kind","message"}}`, see [`ApiError`]. Any origin may
-//! call (CORS, see [`super::auth::cors`]).
+//! Errors: `{"error":{"kind","message"}}`, see [`ApiError`]. Browsers on
+//! other origins may call only when the operator allows theirs
+//! ([`super::cors`]).
 
 use std::time::Duration;
 
@@ -53,6 +54,7 @@ use crate::broker::BrokerTransport;
 use crate::domain::page::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use crate::domain::{ConversationId, Message, MessageId, PageRequest, Seq, UserId};
 use crate::engine::SendRequest;
+use crate::error::{Error, ErrorKind};
 use crate::event;
 use crate::signature;
 use crate::transport::{Received, Transport};
@@ -82,7 +84,10 @@ pub fn routes(state: ServerState) -> Router {
         .route("/v1/conversations/{id}/read", post(mark_read))
         .route("/v1/conversations/{id}/typing", post(typing))
         .route("/v1/conversations/{id}/events", get(events))
-        .layer(axum::middleware::from_fn(super::auth::cors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.allowed_origins.clone(),
+            super::cors::layer,
+        ))
         .with_state(state)
 }
 
@@ -257,20 +262,22 @@ fn message_id(id: &str) -> Result<MessageId, ApiError> {
         .ok_or_else(|| ApiError::invalid(format!("{id:?} is not a message id")))
 }
 
-/// The message `id` if `user` is in its conversation.
+/// The message `id` if `user` is in its conversation. A message of other
+/// people's conversation answers exactly like a missing one (404, the same
+/// body), so that message ids tell nobody who talks to whom.
 async fn visible_message(
     state: &ServerState,
     user: &UserId,
     id: &str,
 ) -> Result<Message, ApiError> {
-    let message = state.engine.message(message_id(id)?).await?;
-    if !message.conversation_id.has_member(user) {
-        return Err(ApiError::forbidden(format!(
-            "user {user} is not in conversation {} of message {}",
-            message.conversation_id, message.id
-        )));
+    let id = message_id(id)?;
+    let missing = || ApiError::from(Error::NotFound(format!("message {id} does not exist")));
+    match state.engine.message(id).await {
+        Ok(message) if message.conversation_id.has_member(user) => Ok(message),
+        Ok(_) => Err(missing()),
+        Err(err) if err.kind() == ErrorKind::NotFound => Err(missing()),
+        Err(err) => Err(err.into()),
     }
-    Ok(message)
 }
 
 /// A JSON body that may name the user a signed call acts for.

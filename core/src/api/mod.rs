@@ -6,6 +6,7 @@
 pub mod apps;
 pub mod auth;
 pub mod chat;
+pub mod cors;
 pub mod page;
 pub mod token;
 
@@ -23,6 +24,11 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::{EngineConfig, TransportConfig};
 
+/// What a server in demo mode says on every start (the binary on stderr,
+/// the C ABI through `tracing`).
+pub const DEMO_WARNING: &str = "demo mode: anyone who can reach this server can act as any \
+user (the chat page and /v1/ take X-Tidings-User: ID without a token); never use it with real users";
+
 /// How long a clustered node waits for Redis before it serves alone.
 const CLUSTER_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -34,8 +40,14 @@ pub struct ServeConfig {
     pub store: String,
     /// The first app is the default one the engine publishes to.
     pub apps: Vec<AppConfig>,
-    /// Sign in by typing a user id on the chat page (no token needed).
+    /// Sign in by typing a user id on the chat page (no token needed): any
+    /// caller can act as any user. Hosts should say so ([`DEMO_WARNING`]).
     pub demo: bool,
+    /// Browser origins (`https://app.example`) whose pages may call the
+    /// chat API and the auth endpoints (CORS, see [`cors`]); empty: only
+    /// the server's own origin. `*` allows every origin, but not in demo
+    /// mode.
+    pub allowed_origins: Vec<String>,
     pub broker: BrokerSettings,
     /// Share fan-out and presence with other nodes through Redis
     /// (`tidings serve --cluster`); `None`: a single node. The server
@@ -50,9 +62,9 @@ pub struct ServeConfig {
 
 impl ServeConfig {
     /// A server for `apps` on `listen`, keeping its data in `data_dir` and
-    /// `store`; no demo sign-in, default broker settings, no cluster, no
-    /// plugins, no transports besides the broker. Set the other fields
-    /// with `..`.
+    /// `store`; no demo sign-in, no other origins, default broker settings,
+    /// no cluster, no plugins, no transports besides the broker. Set the
+    /// other fields with `..`.
     pub fn new(
         listen: SocketAddr,
         data_dir: impl Into<PathBuf>,
@@ -65,6 +77,7 @@ impl ServeConfig {
             store: store.into(),
             apps,
             demo: false,
+            allowed_origins: Vec::new(),
             broker: BrokerSettings::default(),
             cluster: None,
             plugins: Vec::new(),
@@ -79,6 +92,8 @@ pub struct ServerState {
     pub engine: Engine,
     pub broker: Arc<Broker>,
     pub demo: bool,
+    /// Who may call the chat API and the auth endpoints from a browser.
+    pub allowed_origins: Arc<cors::AllowedOrigins>,
 }
 
 impl ServerState {
@@ -99,6 +114,14 @@ pub struct Server {
 impl Server {
     /// Opens the store, starts the engine and binds the port.
     pub async fn bind(config: ServeConfig) -> Result<Server> {
+        let allowed_origins = cors::AllowedOrigins::parse(&config.allowed_origins)?;
+        if config.demo && allowed_origins.is_any() {
+            return Err(Error::Config(
+                "allowed origin `*` is refused in demo mode: any web page could then act as \
+                 any user of this server; list the origins of your own pages instead"
+                    .into(),
+            ));
+        }
         let broker = Broker::new(config.apps.clone(), config.broker.clone())?;
         let handle = tokio::runtime::Handle::current();
         // Before the webhooks: in a cluster their leave delay is kept in Redis.
@@ -142,6 +165,7 @@ impl Server {
             engine,
             broker: broker.clone(),
             demo: config.demo,
+            allowed_origins: Arc::new(allowed_origins),
         };
         let router = routes(&state);
         let listener = TcpListener::bind(config.listen)

@@ -189,6 +189,21 @@ mod tests {
         assert!(base64url_decode("Zm+v").is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn base64url_round_trips_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let encoded = base64url_encode(&bytes);
+            proptest::prop_assert_eq!(base64url_decode(&encoded), Some(bytes));
+        }
+
+        #[test]
+        fn base64url_decode_never_panics(text in proptest::prop_oneof![".{0,64}", "[A-Za-z0-9_=+/-]{0,64}"]) {
+            if let Some(bytes) = base64url_decode(&text) {
+                proptest::prop_assert_eq!(base64url_encode(&bytes), text);
+            }
+        }
+    }
+
     #[test]
     fn a_minted_token_verifies_until_it_expires() {
         let token = mint_until(SECRET, "17", 2_000).unwrap();

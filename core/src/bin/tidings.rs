@@ -132,9 +132,24 @@ struct ServeArgs {
     /// Webhook target of the default app.
     #[arg(long, env = "TIDINGS_WEBHOOK")]
     webhook: Vec<String>,
-    /// Demo mode: the chat page signs in by typing a user id, no token.
+    /// Demo mode: the chat page signs in by typing a user id, no token, so
+    /// anyone who reaches the server can act as any user. Only on a
+    /// loopback --listen address unless --demo-public is given too.
     #[arg(long)]
     demo: bool,
+    /// With --demo: allow a --listen address other people can reach.
+    #[arg(long, env = "TIDINGS_DEMO_PUBLIC", value_parser = clap::builder::FalseyValueParser::new())]
+    demo_public: bool,
+    /// Browser origins whose pages may call the chat API and the auth
+    /// endpoints (CORS), comma-separated: https://app.example,http://localhost:3000,
+    /// or * for any (not with --demo) [default: none, same origin only].
+    #[arg(
+        long,
+        env = "TIDINGS_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// Load a plugin (repeatable; hooks run in this order):
     /// `PATH` or `PATH={"json":"config"}` or `PATH=@config.json`.
     #[arg(long = "plugin", value_name = "PATH[=CONFIG]", value_parser = plugin_arg)]
@@ -502,6 +517,13 @@ async fn serve(
     let store = store
         .or(file.store)
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("tidings.db").display()));
+    if args.demo && !listen.ip().is_loopback() && !args.demo_public {
+        return Err(tidings::Error::Config(format!(
+            "--demo lets anyone who reaches the server act as any user, so it listens only on a \
+             loopback address (127.0.0.1, [::1]); {listen} is not one. Add --demo-public \
+             (TIDINGS_DEMO_PUBLIC=1) to serve the demo there all the same"
+        )));
+    }
     let (mut default_app, generated) = apps::default_app(
         &data_dir,
         args.app_id,
@@ -511,7 +533,11 @@ async fn serve(
     )?;
     default_app.webhooks.extend(args.webhook);
     let mut all_apps = vec![default_app.clone()];
-    all_apps.extend(file.apps);
+    let mut allowed_origins = args.allowed_origins;
+    for entry in file.apps {
+        allowed_origins.extend(entry.allowed_origins);
+        all_apps.push(entry.app);
+    }
     let cluster = args
         .cluster
         .filter(|url| !url.trim().is_empty())
@@ -528,12 +554,23 @@ async fn serve(
              give the nodes one --store postgres://…"
         );
     }
+    if args.demo {
+        // On every start, whatever RUST_LOG says.
+        eprintln!("warning: {}", tidings::api::DEMO_WARNING);
+        if !listen.ip().is_loopback() {
+            eprintln!(
+                "warning: --demo-public: the demo listens on {listen}, where other people can \
+                 reach it"
+            );
+        }
+    }
     let server = Server::bind(ServeConfig {
         listen,
         data_dir: data_dir.clone(),
         store: store.clone(),
         apps: all_apps,
         demo: args.demo,
+        allowed_origins,
         plugins: args.plugin,
         broker: tidings::broker::BrokerSettings::default(),
         cluster: cluster.clone(),
@@ -559,6 +596,17 @@ async fn serve(
             format!("kept in {}", data_dir.join(apps::SECRET_FILE).display())
         } else {
             "from TIDINGS_APP_SECRET".to_owned()
+        }
+    );
+    let origins = &server.state().allowed_origins;
+    eprintln!(
+        "  origins   {}",
+        if origins.is_any() {
+            "any (*) may call the chat API from a browser".to_owned()
+        } else if origins.is_empty() {
+            "this server's own only (--allowed-origins adds others)".to_owned()
+        } else {
+            origins.origins().join(", ")
         }
     );
     eprintln!("  pusher-js new Pusher('{}', {{ cluster: 'local', wsHost: '{}', wsPort: {}, forceTLS: false, enabledTransports: ['ws'] }})", default_app.key, addr.ip(), addr.port());

@@ -36,6 +36,26 @@ pub fn is_channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '@' | ',' | '.' | ';')
 }
 
+/// At most `max_chars` characters of `text`, cut at a character boundary:
+/// what an error message quotes of a value that may be long or not ASCII.
+pub(crate) fn prefix(text: &str, max_chars: usize) -> &str {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
+}
+
+/// `text` quoted for an error message, its first 64 characters and `...`
+/// when it is longer.
+pub(crate) fn quoted(text: &str) -> String {
+    let shown = prefix(text, 64);
+    if shown.len() < text.len() {
+        format!("{shown:?}...")
+    } else {
+        format!("{text:?}")
+    }
+}
+
 /// A user id chosen by the host app: 1-128 characters of `[A-Za-z0-9_\-=@,.;]`.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -49,8 +69,8 @@ impl UserId {
         }
         if id.len() > MAX_USER_ID_LEN {
             return Err(Error::invalid(format!(
-                "user id {:?}... is {} characters long; at most {MAX_USER_ID_LEN} are allowed",
-                &id[..16],
+                "user id {:?}... is {} bytes long; at most {MAX_USER_ID_LEN} are allowed",
+                prefix(&id, 16),
                 id.len()
             )));
         }
@@ -194,7 +214,8 @@ impl ConversationId {
     pub fn parse(id: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(format!(
-                "{id:?} is not a conversation id; expected `{{lo}}-{{hi}}` such as `1-18`"
+                "{} is not a conversation id; expected `{{lo}}-{{hi}}` such as `1-18`",
+                quoted(id)
             ))
         };
         let (lo, hi) = id.split_once('-').ok_or_else(bad)?;
@@ -203,7 +224,8 @@ impl ConversationId {
         let parsed = ConversationId::between(&lo, &hi)?;
         if parsed.id != id {
             return Err(Error::invalid(format!(
-                "{id:?} is not in canonical order; the conversation id is {:?}",
+                "{} is not in canonical order; the conversation id is {:?}",
+                quoted(id),
                 parsed.id
             )));
         }
@@ -352,6 +374,20 @@ mod tests {
             .to_string();
         assert!(err.contains("164"), "{err}");
         assert!(ConversationId::between(&user("1"), &user("1")).is_err());
+    }
+
+    #[test]
+    fn long_ids_are_cut_at_a_character_boundary() {
+        // A two-byte character across byte 16 used to panic the request.
+        let id = format!("{}é{}", "a".repeat(15), "b".repeat(200));
+        let err = UserId::new(id).unwrap_err().to_string();
+        assert!(err.contains("aaaaaaaaaaaaaaaé"), "{err}");
+        assert_eq!(prefix("😀😀😀", 2), "😀😀");
+        assert_eq!(prefix("ab", 5), "ab");
+        let err = ConversationId::parse(&"€".repeat(1000))
+            .unwrap_err()
+            .to_string();
+        assert!(err.len() < 400, "{err}");
     }
 
     #[test]

@@ -320,21 +320,75 @@ fn not_compiled_in(feature: &str) -> Error {
     ))
 }
 
-/// The URL with any password replaced, for error messages and logs.
+/// The URL with any password replaced, for error messages and logs: the
+/// userinfo form (`postgres://u:pw@h/db`, also without `://`) becomes
+/// `u:***@`, and the value of every `password=`, `secret=`, `token=`, ...
+/// parameter (query `?`/`&`/`;`, or space-separated `key=value` words)
+/// becomes `***`. A `/` in the password does not end the userinfo: what is
+/// before the last `@` (outside the query) is taken for userinfo when its
+/// first `:` comes before any `/`, so a few URLs are hidden more than needed.
 pub fn redact_url(url: &str) -> String {
-    let start = url.find("://").map_or(0, |i| i + 3);
-    let authority_end = url[start..].find('/').map_or(url.len(), |i| start + i);
-    match url[start..authority_end].rfind('@') {
-        Some(at) => {
-            let userinfo = &url[start..start + at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => {
-                    format!("{}{user}:***{}", &url[..start], &url[start + at..])
-                }
-                None => url.to_owned(),
+    /// Whether a URL or connection-string parameter holds a credential.
+    fn is_secret_key(key: &str) -> bool {
+        let key = key.to_ascii_lowercase();
+        matches!(key.as_str(), "pass" | "pwd")
+            || ["password", "passwd", "secret", "token", "api_key", "apikey"]
+                .iter()
+                .any(|word| key.contains(word))
+    }
+
+    fn is_separator(c: char) -> bool {
+        matches!(c, '?' | '&' | ';') || c.is_whitespace()
+    }
+
+    /// `text` with the value of every secret `key=value` parameter replaced
+    /// by `***`; a parameter starts the text or follows `?`, `&`, `;` or
+    /// whitespace, and its value ends at the next of those or `#` (a value
+    /// in single quotes, as libpq writes them, at its closing quote).
+    fn redact_params(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(eq) = rest.find('=') {
+            let key_start = rest[..eq]
+                .char_indices()
+                .rev()
+                .find(|&(_, c)| is_separator(c))
+                .map_or(0, |(i, c)| i + c.len_utf8());
+            let key = &rest[key_start..eq];
+            let value = &rest[eq + 1..];
+            let value_len = match value.strip_prefix('\'') {
+                Some(quoted) => quoted.find('\'').map_or(value.len(), |end| end + 2),
+                None => value
+                    .find(|c: char| is_separator(c) || c == '#')
+                    .unwrap_or(value.len()),
+            };
+            out.push_str(&rest[..=eq]);
+            if is_secret_key(key) && value_len > 0 {
+                out.push_str("***");
+            } else {
+                out.push_str(&value[..value_len]);
             }
+            rest = &value[value_len..];
         }
-        None => url.to_owned(),
+        out.push_str(rest);
+        out
+    }
+
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let query = url[start..]
+        .find(['?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let userinfo = url[start..query].rfind('@').and_then(|at| {
+        let userinfo = &url[start..start + at];
+        let colon = userinfo.find(':')?;
+        match userinfo.find('/') {
+            Some(slash) if slash < colon => None,
+            _ => Some((start + colon, start + at)),
+        }
+    });
+    match userinfo {
+        Some((colon, at)) => redact_params(&format!("{}:***{}", &url[..colon], &url[at..])),
+        None => redact_params(url),
     }
 }
 

@@ -10,7 +10,7 @@ const path = require('node:path');
 const { Server } = require('tidings');
 const PusherJS = require('pusher-js');
 
-const APP = { id: '1', key: 'test-key', secret: 'test-secret-123' };
+const APP = { id: '1', key: 'test-key', secret: 'test-secret-0123456789abcdef0123456789' };
 const BUILD = path.join(__dirname, '..', 'build');
 
 PusherJS.logToConsole = false;

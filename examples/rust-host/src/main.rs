@@ -90,6 +90,7 @@ async fn open(args: &Args, chosen: Vec<TransportConfig>, broker: bool) -> Result
         store: args.store.clone(),
         apps: vec![AppConfig::new("1", "rust-host-key", "rust-host-secret")],
         demo: true,
+        allowed_origins: Vec::new(),
         plugins: Vec::new(),
         broker: Default::default(),
         cluster: None,

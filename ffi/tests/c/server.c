@@ -12,7 +12,7 @@ int main(int argc, char **argv) {
     char config[1024];
     snprintf(config, sizeof config,
              "{\"listen\":\"127.0.0.1:0\",\"store\":\"memory:\",\"data_dir\":\"%s\","
-             "\"apps\":[{\"id\":\"1\",\"key\":\"test-key\",\"secret\":\"test-secret-123\"}]}",
+             "\"apps\":[{\"id\":\"1\",\"key\":\"test-key\",\"secret\":\"test-secret-0123456789abcdef0123456789\"}]}",
              argv[1]);
     tidings_server *server = NULL;
     char *address = NULL;
@@ -22,6 +22,15 @@ int main(int argc, char **argv) {
            tidings_server_start("{\"lisen\":\"x\"}", &server, &address, &err));
     EXPECT(TIDINGS_STATUS_CONFIG, "listen",
            tidings_server_start("{\"listen\":\"nowhere\"}", &server, &address, &err));
+    EXPECT(TIDINGS_STATUS_CONFIG, "at least 32",
+           tidings_server_start("{\"listen\":\"127.0.0.1:0\",\"store\":\"memory:\","
+                                "\"apps\":[{\"id\":\"7\",\"key\":\"k\",\"secret\":\"short-secret\"}]}",
+                                &server, &address, &err));
+    EXPECT(TIDINGS_STATUS_CONFIG, "demo mode",
+           tidings_server_start("{\"listen\":\"127.0.0.1:0\",\"store\":\"memory:\",\"demo\":true,"
+                                "\"allowed_origins\":[\"*\"],\"apps\":[{\"id\":\"7\",\"key\":\"k\","
+                                "\"secret\":\"test-secret-0123456789abcdef0123456789\"}]}",
+                                &server, &address, &err));
     EXPECT(TIDINGS_STATUS_OK, NO_NEEDLE, tidings_server_start(config, &server, &address, &err));
     if (server == NULL) {
         return check_done("server");

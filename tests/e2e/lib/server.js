@@ -12,7 +12,7 @@ const BIN = process.env.TIDINGS_BIN || path.join(REPO, 'target', 'debug', 'tidin
 const APP = Object.freeze({
   id: '4242',
   key: 'e2e-app-key',
-  secret: 'e2e-app-secret-0123456789abcdef',
+  secret: 'e2e-app-secret-0123456789abcdef0123456789',
 });
 
 const START_TIMEOUT_MS = 20000;

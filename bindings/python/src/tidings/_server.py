@@ -21,10 +21,14 @@ class Server:
     ``config`` (a dict, a JSON string or ``None``), every field optional:
     ``{"listen": "127.0.0.1:6001", "data_dir": "./tidings-data", "store":
     "sqlite://./tidings-data/tidings.db", "apps": [{"id": "1", "key":
-    "tidings-key", "secret": "at least 8 chars"}], "demo": False,
-    "transports": [...], "plugins": [...]}``. ``"listen": "127.0.0.1:0"``
-    picks a free port (see :attr:`address`). Without ``apps``, the default
-    app gets a secret generated once and kept in ``data_dir``.
+    "tidings-key", "secret": "at least 32 bytes"}], "demo": False,
+    "allowed_origins": [], "transports": [...], "plugins": [...]}``.
+    ``"listen": "127.0.0.1:0"`` picks a free port (see :attr:`address`).
+    Without ``apps``, the default app gets a secret generated once and kept
+    in ``data_dir``; a shorter secret is refused. ``"demo": True`` lets
+    anyone act as any user (and logs a warning). ``allowed_origins`` lists
+    the browser origins whose pages may call the chat API (default: the
+    server's own only).
 
     Starts in the constructor; use it as a context manager, or call
     :meth:`stop` / :meth:`close`. Thread-safe.

@@ -89,11 +89,46 @@ impl SqliteStore {
     /// Opens (creating and migrating) the database file at `path`.
     pub async fn open(path: PathBuf, synchronous: &'static str) -> Result<Self> {
         let opened = tokio::task::spawn_blocking(move || -> Result<(Connection, PathBuf)> {
+            #[cfg(unix)]
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            // What tidings creates is its owner's only: directories 0700,
+            // the database 0600 whatever the umask. SQLite gives the -wal
+            // and -shm files the database's mode; they are set once more
+            // below. Existing files and directories keep their modes.
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
+                let mut builder = std::fs::DirBuilder::new();
+                builder.recursive(true);
+                #[cfg(unix)]
+                std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+                builder.create(dir).map_err(|e| {
                     Error::storage(format!("creating the directory {}", dir.display()), e)
                 })?;
             }
+            #[cfg(unix)]
+            let private = || std::fs::Permissions::from_mode(0o600);
+            #[cfg(unix)]
+            let created = {
+                let creating = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path);
+                match creating {
+                    Ok(_) => {
+                        std::fs::set_permissions(&path, private()).map_err(|e| {
+                            Error::storage(format!("making {} private", path.display()), e)
+                        })?;
+                        true
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                    Err(e) => {
+                        return Err(Error::storage(
+                            format!("creating SQLite database {}", path.display()),
+                            e,
+                        ))
+                    }
+                }
+            };
             let conn = Connection::open(&path).map_err(|e| {
                 Error::storage(format!("opening SQLite database {}", path.display()), e)
             })?;
@@ -106,6 +141,22 @@ impl SqliteStore {
                     },
                     other => other,
                 })?;
+            #[cfg(unix)]
+            if created {
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = path.clone().into_os_string();
+                    side.push(suffix);
+                    match std::fs::set_permissions(&side, private()) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(Error::storage(
+                                format!("making {} private", PathBuf::from(side).display()),
+                                e,
+                            ))
+                        }
+                        _ => {}
+                    }
+                }
+            }
             Ok((conn, path))
         })
         .await
