@@ -421,3 +421,93 @@ async fn a_new_outbox_row_with_a_reused_id_is_still_delivered() {
     assert_eq!(live.wait_for(3).await, ["m1", "m2", "m3"]);
     engine.shutdown().await;
 }
+
+/// One event per call; while `failures` is above zero, calls fail
+/// (retryable) and count it down. Every attempted body is recorded, with
+/// whether it went through.
+struct OneAtATime {
+    failures: std::sync::atomic::AtomicUsize,
+    attempts: std::sync::Mutex<Vec<(String, bool)>>,
+    delivered: tokio::sync::watch::Sender<usize>,
+}
+
+#[async_trait]
+impl Transport for OneAtATime {
+    fn name(&self) -> &str {
+        "one-at-a-time"
+    }
+    fn max_batch(&self) -> usize {
+        1
+    }
+    async fn deliver(&self, _channel: &str, _event: &str, payload: Bytes) -> tidings::Result<()> {
+        let body = serde_json::from_slice::<Message>(&payload)
+            .expect("json")
+            .body;
+        let fail = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        self.attempts.lock().expect("lock").push((body, !fail));
+        if fail {
+            return Err(tidings::Error::transport("one-at-a-time", "503"));
+        }
+        self.delivered.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+/// While a conversation's event is held back behind a failure, no later
+/// event of it reaches the transport, even when they are retried in one
+/// round of separate calls.
+#[tokio::test]
+async fn a_held_event_is_never_overtaken_by_a_later_one() {
+    let transport = Arc::new(OneAtATime {
+        failures: std::sync::atomic::AtomicUsize::new(0),
+        attempts: Default::default(),
+        delivered: tokio::sync::watch::channel(0).0,
+    });
+    let engine = Engine::builder()
+        .config(EngineConfig::with_store("memory:"))
+        .transport(transport.clone())
+        .build()
+        .await
+        .expect("engine");
+    let mut delivered = transport.delivered.subscribe();
+    // Delivered live once the lane has caught up with the store.
+    engine
+        .send(SendRequest::to("1", "18", "warm-up"))
+        .await
+        .expect("send");
+    tokio::time::timeout(Duration::from_secs(10), delivered.wait_for(|n| *n >= 1))
+        .await
+        .expect("warm-up delivered")
+        .expect("transport alive");
+    transport.attempts.lock().expect("lock").clear();
+    transport.failures.store(3, Ordering::SeqCst);
+    for body in ["first", "second", "third"] {
+        engine
+            .send(SendRequest::to("1", "18", body))
+            .await
+            .expect("send");
+    }
+    tokio::time::timeout(Duration::from_secs(10), delivered.wait_for(|n| *n >= 4))
+        .await
+        .expect("all three delivered")
+        .expect("transport alive");
+    let attempts = transport.attempts.lock().expect("lock").clone();
+    let first_ok = attempts
+        .iter()
+        .position(|(b, ok)| b == "first" && *ok)
+        .expect("first delivered");
+    assert!(
+        attempts[..first_ok].iter().all(|(b, _)| b == "first"),
+        "a later event was tried before the held one went through: {attempts:?}"
+    );
+    let order: Vec<&str> = attempts
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(b, _)| b.as_str())
+        .collect();
+    assert_eq!(order, ["first", "second", "third"]);
+    engine.shutdown().await;
+}

@@ -253,9 +253,18 @@ impl Lane {
         let mut failed = 0;
         let max = self.transport.max_batch().max(1);
         for chunk in ready.chunks(max) {
-            let events: Vec<Arc<Event>> = chunk.iter().map(|i| i.event.clone()).collect();
+            // A channel that failed earlier in this round waits: nothing of
+            // it may overtake the held event.
+            let (send, behind): (Vec<&Item>, Vec<&Item>) = chunk
+                .iter()
+                .partition(|i| !self.held_channels.contains(&i.event.channel));
+            self.held.extend(behind.into_iter().cloned());
+            if send.is_empty() {
+                continue;
+            }
+            let events: Vec<Arc<Event>> = send.iter().map(|i| i.event.clone()).collect();
             let results = self.call(&events).await;
-            for (item, result) in chunk.iter().zip(results) {
+            for (item, result) in send.into_iter().zip(results) {
                 match (result, self.slot, item.outbox_id) {
                     (Ok(()), Some(slot), Some(id)) => self.context.acks.ack(slot, id),
                     (Ok(()), _, _) => {}
