@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EngineConfig, TransportConfig};
-use crate::delivery::{Delivery, Route};
+use crate::delivery::{Delivery, Route, Takes, Unstored};
 use crate::domain::message::{validate_body, validate_client_msg_id, validate_emoji};
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -193,7 +193,7 @@ impl EngineBuilder {
         let plugins =
             crate::plugin::Plugins::load(&self.config.plugins, self.plugins, &runtime).await?;
         let local = LocalTransport::new(self.config.event_capacity);
-        let mut transports: Vec<Arc<dyn Transport>> = vec![Arc::new(local.clone())];
+        let mut transports: Vec<Arc<dyn Transport>> = Vec::new();
         let mut polling = None;
         for configured in &self.config.transports {
             transports.push(match configured {
@@ -218,19 +218,28 @@ impl EngineBuilder {
         }
         transports.extend(self.transports);
         transports.extend(plugins.transports());
-        let mut routes: Vec<Route> = transports
-            .into_iter()
-            .map(|transport| Route {
-                transport,
-                takes_published: true,
-            })
-            .collect();
+        // In-process subscribers get typing from `Engine::typing` itself,
+        // before it returns.
+        let mut routes = vec![Route {
+            transport: Arc::new(local.clone()),
+            takes: Takes {
+                typing: false,
+                published: true,
+            },
+        }];
+        routes.extend(transports.into_iter().map(|transport| Route {
+            transport,
+            takes: Takes::ALL,
+        }));
         if let Some(observer) = plugins.observer() {
             // Published events go everywhere but back to on_event, so a
             // plugin that publishes from on_event cannot loop.
             routes.push(Route {
                 transport: observer,
-                takes_published: false,
+                takes: Takes {
+                    typing: true,
+                    published: false,
+                },
             });
         }
         let delivery = Delivery::start(
@@ -252,7 +261,7 @@ impl EngineBuilder {
         let weak = Arc::downgrade(&inner);
         inner.plugins.start_publishing(Arc::new(move |event| {
             if let Some(inner) = weak.upgrade() {
-                inner.delivery.publish(event, true);
+                inner.delivery.publish(Arc::new(event), Unstored::Published);
             }
         }));
         Ok(Engine { inner })
@@ -390,7 +399,9 @@ impl Engine {
         self.inner.store.search(&user, query, max).await
     }
 
-    /// Tells the conversation that `user` is typing. Never stored.
+    /// Tells the conversation that `user` is typing. Never stored: the
+    /// engine's own subscribers have it when this returns, the transports
+    /// get it best effort (never retried).
     pub async fn typing(&self, user: &str, conversation: &str) -> Result<()> {
         self.check_open()?;
         let user = UserId::new(user)?;
@@ -399,10 +410,11 @@ impl Engine {
             conversation_id: conv.clone(),
             user_id: user,
         });
-        self.inner.delivery.publish(
-            event::Event::new(conv.channel(), event::TYPING, payload),
-            false,
-        );
+        let event = Arc::new(event::Event::new(conv.channel(), event::TYPING, payload));
+        // In-process subscribers have it when this returns; the other
+        // transports get it through their lanes, best effort.
+        self.inner.local.publish_shared(event.clone());
+        self.inner.delivery.publish(event, Unstored::Typing);
         Ok(())
     }
 

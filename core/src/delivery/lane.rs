@@ -52,9 +52,8 @@ pub(crate) struct LaneInput {
     /// from the store.
     lagged: Arc<AtomicBool>,
     durable: bool,
-    /// Takes plugin-published events too (everyone but the `on_event`
-    /// observer, so a plugin publishing from `on_event` cannot loop).
-    pub takes_published: bool,
+    /// Which events that are not stored this lane takes.
+    pub takes: super::Takes,
 }
 
 impl LaneInput {
@@ -123,7 +122,7 @@ impl Lane {
         transport: Arc<dyn Transport>,
         slot: Option<TransportSlot>,
         context: Arc<LaneContext>,
-        takes_published: bool,
+        takes: super::Takes,
     ) -> (LaneInput, Lane) {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         // A durable lane starts by delivering what was left from before.
@@ -133,7 +132,7 @@ impl Lane {
             queue,
             lagged: lagged.clone(),
             durable: slot.is_some(),
-            takes_published,
+            takes,
         };
         let lane = Lane {
             transport,

@@ -89,8 +89,31 @@ struct Tasks {
 /// A transport as the engine hands it to [`Delivery::start`].
 pub(crate) struct Route {
     pub transport: Arc<dyn Transport>,
-    /// Also gets events plugins publish.
-    pub takes_published: bool,
+    pub takes: Takes,
+}
+
+/// Which events that are not stored a transport gets (stored ones go to
+/// every transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Takes {
+    /// `typing`.
+    pub typing: bool,
+    /// What plugins publish.
+    pub published: bool,
+}
+
+impl Takes {
+    pub(crate) const ALL: Takes = Takes {
+        typing: true,
+        published: true,
+    };
+}
+
+/// An event that is not stored, by where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unstored {
+    Typing,
+    Published,
 }
 
 impl Delivery {
@@ -127,12 +150,7 @@ impl Delivery {
         let mut lanes = Vec::with_capacity(routes.len());
         for (route, key) in routes.into_iter().zip(&keys) {
             let slot = key.as_ref().and_then(|_| slots.next());
-            let (input, lane) = Lane::new(
-                route.transport,
-                slot,
-                context.clone(),
-                route.takes_published,
-            );
+            let (input, lane) = Lane::new(route.transport, slot, context.clone(), route.takes);
             inputs.push(input);
             lanes.push(runtime.spawn(lane.run(stopped.clone())));
         }
@@ -161,10 +179,13 @@ impl Delivery {
 
     /// Hands an event that is not stored (typing, a plugin's publish) to
     /// every transport, best effort: never retried, never recorded.
-    pub(crate) fn publish(&self, event: Event, from_plugin: bool) {
-        let event = Arc::new(event);
+    pub(crate) fn publish(&self, event: Arc<Event>, kind: Unstored) {
         for input in self.inputs.iter() {
-            if !from_plugin || input.takes_published {
+            let takes = match kind {
+                Unstored::Typing => input.takes.typing,
+                Unstored::Published => input.takes.published,
+            };
+            if takes {
                 input.offer(Item {
                     outbox_id: None,
                     event: event.clone(),
