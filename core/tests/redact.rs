@@ -79,7 +79,6 @@ fn urls_without_secrets_are_unchanged() {
         "",
         "=",
         "@",
-        "://@",
     ] {
         assert_eq!(redact_url(url), url, "{url}");
     }
@@ -99,10 +98,29 @@ proptest! {
         host in "[a-z]{1,8}(:[0-9]{1,5})?",
         query_password in "[A-Z0-9!$%*+,/:@_~-]{6,20}",
     ) {
+        // Without a scheme, `USER:` + a password starting `//` is the URL
+        // of scheme USER: another text, not this one.
+        prop_assume!(!(scheme.is_empty() && password.starts_with("//")));
         let url = format!("{scheme}{user}:{password}@{host}/db?sslmode=disable&password={query_password}");
         let shown = redact_url(&url);
         prop_assert!(!shown.contains(&password), "{} -> {}", url, shown);
         prop_assert!(!shown.contains(&query_password), "{} -> {}", url, shown);
         prop_assert!(shown.contains(&host), "{} -> {}", url, shown);
     }
+}
+
+/// Found by `passwords_never_show`: a `://` inside a query password was taken
+/// for the scheme's, so the userinfo password before it showed.
+#[test]
+fn a_scheme_is_only_at_the_start() {
+    assert_eq!(
+        redact_url(":$$*0$$@a/db?sslmode=disable&password=://0__"),
+        ":***@a/db?sslmode=disable&password=***"
+    );
+    assert_eq!(redact_url("u:a://b@h/db"), "u:***@h/db");
+    assert_eq!(redact_url("://=~@/@a/db"), ":***@a/db");
+    assert_eq!(
+        redact_url("postgres://u:a://b@h/db"),
+        "postgres://u:***@h/db"
+    );
 }

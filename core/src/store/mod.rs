@@ -374,7 +374,19 @@ pub fn redact_url(url: &str) -> String {
         out
     }
 
-    let start = url.find("://").map_or(0, |i| i + 3);
+    // A scheme is a letter, then letters, digits, `+`, `-`, `.`, then `://`
+    // (one later in the text, say in a password, is not one; a text that
+    // starts with `://` has none, so its `:…@` is taken for a password:
+    // hiding too much is the safe side).
+    let scheme_len = url
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(url.len());
+    let start = match url[scheme_len..].starts_with("://")
+        && url.starts_with(|c: char| c.is_ascii_alphabetic())
+    {
+        true => scheme_len + 3,
+        false => 0,
+    };
     let query = url[start..]
         .find(['?', '#'])
         .map_or(url.len(), |i| start + i);
