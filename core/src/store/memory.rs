@@ -7,9 +7,9 @@ use async_trait::async_trait;
 
 use super::{
     apply_change, assign_slots, change_payload, check_change, check_max, existing_for_retry,
-    keys_in, missing_message, no_message, search, slot_bit, Appended, CommitSink, CommitSinks,
-    Committed, CommittedBody, LeaseRequest, MessageChange, OutboxId, OutboxItem, OutboxRow,
-    ReadUpdate, Store, TransportSlot,
+    keys_in, missing_message, no_message, search, slot_bit, Appended, CommitSinks, Committed,
+    CommittedBody, LeaseRequest, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
+    TransportSlot,
 };
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -189,16 +189,13 @@ impl Store for MemoryStore {
             id,
         ));
         // Under the lock: sinks see commits in commit order.
-        self.sinks.publish(vec![Committed {
-            outbox_id,
-            conversation_id: message.conversation_id.clone(),
-            event: event::NEW_MESSAGE,
-            body: CommittedBody::Message(message.clone()),
-        }]);
-        Ok(Appended {
+        let appended = Appended {
             message,
             created: true,
-        })
+        };
+        self.sinks
+            .publish(vec![Committed::new_message(&appended, outbox_id)]);
+        Ok(appended)
     }
 
     async fn history(&self, conv: &ConversationId, page: PageRequest) -> Result<Page<Message>> {
@@ -399,12 +396,8 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
-    fn add_commit_sink(&self, sink: CommitSink) -> u64 {
-        self.sinks.add(sink)
-    }
-
-    fn remove_commit_sink(&self, id: u64) {
-        self.sinks.remove(id)
+    fn commit_sinks(&self) -> &CommitSinks {
+        &self.sinks
     }
 
     async fn lease_outbox(&self, request: LeaseRequest<'_>) -> Result<Vec<OutboxItem>> {

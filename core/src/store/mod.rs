@@ -112,6 +112,16 @@ pub enum CommittedBody {
 }
 
 impl Committed {
+    /// The `new-message` event of a message an append stored.
+    pub(crate) fn new_message(appended: &Appended, outbox_id: Option<OutboxId>) -> Committed {
+        Committed {
+            outbox_id,
+            conversation_id: appended.message.conversation_id.clone(),
+            event: crate::event::NEW_MESSAGE,
+            body: CommittedBody::Message(appended.message.clone()),
+        }
+    }
+
     /// The event's JSON payload.
     pub fn payload(&self) -> Bytes {
         match &self.body {
@@ -254,11 +264,18 @@ pub trait Store: Send + Sync + 'static {
     /// whether it was registered.
     async fn forget_transport(&self, key: &str) -> Result<bool>;
 
+    /// The receivers of this store's committed events.
+    fn commit_sinks(&self) -> &CommitSinks;
+
     /// Adds a receiver of every committed event (see [`Committed`]);
     /// returns its id for [`remove_commit_sink`](Self::remove_commit_sink).
-    fn add_commit_sink(&self, sink: CommitSink) -> u64;
+    fn add_commit_sink(&self, sink: CommitSink) -> u64 {
+        self.commit_sinks().add(sink)
+    }
 
-    fn remove_commit_sink(&self, id: u64);
+    fn remove_commit_sink(&self, id: u64) {
+        self.commit_sinks().remove(id)
+    }
 
     /// Claims up to `request.max` rows that `request.slot` has not taken,
     /// in id order, for `request.owner` until `request.lease` from now, so

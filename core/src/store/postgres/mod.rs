@@ -28,7 +28,7 @@ use self::rows::{chain, db, load_reactions, message_from_row, messages_where, ME
 use self::writer::Writer;
 use super::{
     apply_change, assign_slots, change_payload, check_change, check_max, keys_in, missing_message,
-    no_message, now_ms, redact_url, search, slot_bit, Appended, CommitSink, CommitSinks, Committed,
+    no_message, now_ms, redact_url, search, slot_bit, Appended, CommitSinks, Committed,
     CommittedBody, LeaseRequest, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store,
     TransportSlot,
 };
@@ -720,12 +720,8 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    fn add_commit_sink(&self, sink: CommitSink) -> u64 {
-        self.sinks.add(sink)
-    }
-
-    fn remove_commit_sink(&self, id: u64) {
-        self.sinks.remove(id)
+    fn commit_sinks(&self) -> &CommitSinks {
+        &self.sinks
     }
 
     async fn lease_outbox(&self, request: LeaseRequest<'_>) -> Result<Vec<OutboxItem>> {

@@ -27,9 +27,7 @@ use super::rows::{chain, db, load_reactions, messages_from_rows, pg_error, MESSA
 use crate::domain::{ConversationId, Message, MessageId, NewMessage};
 use crate::error::{Error, Result};
 use crate::event;
-use crate::store::{
-    existing_for_retry, now_ms, Appended, CommitSinks, Committed, CommittedBody, OutboxId,
-};
+use crate::store::{existing_for_retry, now_ms, Appended, CommitSinks, Committed, OutboxId};
 
 /// Most appends in one transaction.
 const MAX_GROUP: usize = 4096;
@@ -119,12 +117,7 @@ async fn run(
                 .iter()
                 .filter_map(|a| a.as_ref().ok())
                 .filter(|(a, _)| a.created)
-                .map(|(a, outbox_id)| Committed {
-                    outbox_id: *outbox_id,
-                    conversation_id: a.message.conversation_id.clone(),
-                    event: event::NEW_MESSAGE,
-                    body: CommittedBody::Message(a.message.clone()),
-                })
+                .map(|(a, outbox_id)| Committed::new_message(a, *outbox_id))
                 .collect(),
         );
         let answers = answers.into_iter().map(|a| a.map(|(appended, _)| appended));

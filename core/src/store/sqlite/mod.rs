@@ -20,8 +20,8 @@ use self::rows::{conversation_row, db, load_reactions, messages_where};
 use self::writer::{message_for_change, Writer};
 use super::{
     apply_change, assign_slots, change_payload, check_change, check_max, keys_in, missing_message,
-    no_message, search, slot_bit, Appended, CommitSink, CommitSinks, Committed, CommittedBody,
-    LeaseRequest, MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store, TransportSlot,
+    no_message, search, slot_bit, Appended, CommitSinks, Committed, CommittedBody, LeaseRequest,
+    MessageChange, OutboxId, OutboxItem, OutboxRow, ReadUpdate, Store, TransportSlot,
 };
 use crate::domain::{
     ConversationId, InboxEntry, Message, MessageId, NewMessage, Page, PageRequest, ReadState, Seq,
@@ -659,12 +659,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn add_commit_sink(&self, sink: CommitSink) -> u64 {
-        self.sinks.add(sink)
-    }
-
-    fn remove_commit_sink(&self, id: u64) {
-        self.sinks.remove(id)
+    fn commit_sinks(&self) -> &CommitSinks {
+        &self.sinks
     }
 
     async fn lease_outbox(&self, request: LeaseRequest<'_>) -> Result<Vec<OutboxItem>> {

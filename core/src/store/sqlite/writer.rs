@@ -25,7 +25,7 @@ use crate::domain::{Message, NewMessage};
 use crate::error::{Error, Result};
 use crate::event;
 use crate::store::{
-    existing_for_retry, now_ms, slot_bit, Appended, CommitSinks, Committed, CommittedBody, OutboxId,
+    existing_for_retry, now_ms, slot_bit, Appended, CommitSinks, Committed, OutboxId,
 };
 
 /// Most jobs in one transaction.
@@ -339,12 +339,7 @@ fn commit_group(
                 .iter()
                 .filter_map(|r| r.as_ref().ok())
                 .filter(|(a, _)| a.created)
-                .map(|(a, outbox_id)| Committed {
-                    outbox_id: *outbox_id,
-                    conversation_id: a.message.conversation_id.clone(),
-                    event: event::NEW_MESSAGE,
-                    body: CommittedBody::Message(a.message.clone()),
-                })
+                .map(|(a, outbox_id)| Committed::new_message(a, *outbox_id))
                 .collect();
             events.append(&mut job_events);
             sinks.publish(events);
