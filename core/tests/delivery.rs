@@ -837,3 +837,64 @@ async fn a_hung_pusher_mirror_holds_back_only_itself() {
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
+
+/// A request whose body never ends does not hold the server past its
+/// shutdown timeout.
+#[cfg(feature = "broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_ends_does_not_hold_the_shutdown() {
+    use restarting::APP;
+    use tidings::api::{ServeConfig, Server};
+    use tidings::broker::AppConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::bind(ServeConfig {
+        shutdown_timeout: Duration::from_millis(500),
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path(),
+            "memory:",
+            vec![AppConfig::new(APP.0, APP.1, APP.2)],
+        )
+    })
+    .await
+    .expect("bind");
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // One whole request first, so the connection is being served.
+    client
+        .write_all(b"GET /healthz-not-a-route HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    client.read_exact(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1"), "{answer:?}");
+    client
+        .write_all(
+            format!(
+                "POST /apps/{}/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+                 Content-Length: 100000\r\n\r\n{{\"name\":",
+                APP.0
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let asked = tokio::time::Instant::now();
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the server stopped despite the open body")
+        .unwrap()
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        asked.elapsed()
+    );
+    drop(client);
+}

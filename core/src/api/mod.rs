@@ -58,7 +58,15 @@ pub struct ServeConfig {
     /// Transports besides the in-process broker (e.g. a Pusher HTTP API to
     /// mirror events to); the broker is always there.
     pub transports: Vec<TransportConfig>,
+    /// After the shutdown signal, how long requests still open (a body that
+    /// never ends, a long-poll) may take before the server stops serving
+    /// them; the engine's delivery drain (5 s at most) follows. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub shutdown_timeout: std::time::Duration,
 }
+
+/// How long open requests may take after the shutdown signal: 10 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ServeConfig {
     /// A server for `apps` on `listen`, keeping its data in `data_dir` and
@@ -82,6 +90,7 @@ impl ServeConfig {
             cluster: None,
             plugins: Vec::new(),
             transports: Vec::new(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -109,6 +118,7 @@ pub struct Server {
     router: Router,
     state: ServerState,
     cluster: Option<crate::cluster::Cluster>,
+    shutdown_timeout: std::time::Duration,
 }
 
 impl Server {
@@ -176,6 +186,7 @@ impl Server {
             router,
             state,
             cluster,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 
@@ -196,16 +207,19 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting, closes every
     /// WebSocket with 4200 (clients reconnect), lets in-flight requests
-    /// finish and delivers what the outbox holds; in a cluster it then
-    /// takes its share out of Redis, so its members leave at once.
+    /// finish (for the shutdown timeout at most: then the requests still
+    /// open are dropped) and delivers what the outbox holds; in a cluster
+    /// it then takes its share out of Redis, so its members leave at once.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let broker = self.state.broker.clone();
+        let (signalled, stopping) = tokio::sync::watch::channel(false);
         let signal = async move {
             shutdown.await;
             broker.close_all();
+            let _ = signalled.send(true);
         };
         // Events are small frames written as they happen: without
         // TCP_NODELAY, Nagle holds each one until the previous is acked
@@ -215,10 +229,27 @@ impl Server {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
             }
         });
-        let result = axum::serve(listener, self.router)
-            .with_graceful_shutdown(signal)
-            .await
-            .map_err(|e| Error::Config(format!("server error: {e}")));
+        let serving = axum::serve(listener, self.router).with_graceful_shutdown(signal);
+        let timeout = self.shutdown_timeout;
+        let deadline = async move {
+            let mut stopping = stopping;
+            if stopping.wait_for(|s| *s).await.is_err() {
+                return std::future::pending().await;
+            }
+            tokio::time::sleep(timeout).await;
+        };
+        let result = tokio::select! {
+            served = serving => served.map_err(|e| Error::Config(format!("server error: {e}"))),
+            () = deadline => {
+                // A body that never ends, a client that never reads: the
+                // server stops anyway (their connection tasks end with it).
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "requests still open after the shutdown timeout are dropped"
+                );
+                Ok(())
+            }
+        };
         self.state.engine.shutdown().await;
         if let Some(cluster) = &self.cluster {
             cluster.shutdown().await;

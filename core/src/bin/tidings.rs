@@ -173,6 +173,10 @@ struct ServeArgs {
     /// dead node's pending deliveries go to another node after this.
     #[arg(long, env = "TIDINGS_OUTBOX_LEASE", default_value = "30s", value_parser = duration_arg)]
     outbox_lease: std::time::Duration,
+    /// After SIGTERM or Ctrl-C, how long open requests may take before they
+    /// are dropped; delivering what is pending (5 s at most) follows.
+    #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
+    shutdown_timeout: std::time::Duration,
 }
 
 /// A duration such as `10s`, `1500ms` or `2m`.
@@ -575,6 +579,7 @@ async fn serve(
         broker: tidings::broker::BrokerSettings::default(),
         cluster: cluster.clone(),
         transports,
+        shutdown_timeout: args.shutdown_timeout,
     })
     .await?;
     let addr = server.local_addr()?;

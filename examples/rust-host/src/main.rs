@@ -85,16 +85,14 @@ async fn open(args: &Args, chosen: Vec<TransportConfig>, broker: bool) -> Result
     }
     let data_dir = std::env::temp_dir().join(format!("tidings-rust-host-{}", std::process::id()));
     let server = Server::bind(ServeConfig {
-        listen: args.listen,
-        data_dir: PathBuf::from(&data_dir),
-        store: args.store.clone(),
-        apps: vec![AppConfig::new("1", "rust-host-key", "rust-host-secret")],
         demo: true,
-        allowed_origins: Vec::new(),
-        plugins: Vec::new(),
-        broker: Default::default(),
-        cluster: None,
         transports: chosen,
+        ..ServeConfig::new(
+            args.listen,
+            PathBuf::from(&data_dir),
+            args.store.clone(),
+            vec![AppConfig::new("1", "rust-host-key", "rust-host-secret")],
+        )
     })
     .await?;
     let addr = server.local_addr()?;
