@@ -778,3 +778,51 @@ async fn spec_vectors_and_python_style_requests() {
     assert_eq!(answer, json!({}));
     assert_eq!(event_data(&a.expect("foo").await), "spaced");
 }
+
+/// A connection may hold `max_subscriptions_per_connection` channels; past
+/// it a subscribe is refused with Pusher's error and a `LimitReached`
+/// subscription error, the connection stays, and others are not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_connection_are_limited() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = AppConfig::new(APP_ID, KEY, SECRET);
+    app.max_subscriptions_per_connection = 3;
+    let server = Server::bind(ServeConfig::new(
+        "127.0.0.1:0".parse().expect("address"),
+        dir.path(),
+        "memory:",
+        vec![app],
+    ))
+    .await
+    .expect("bind");
+    let addr = server.local_addr().expect("address");
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut flooder = Client::connect(addr).await;
+    for channel in ["a", "b", "c"] {
+        flooder.subscribe(channel).await;
+    }
+    flooder
+        .send(json!({"event":"pusher:subscribe","data":{"channel":"d"}}))
+        .await;
+    let error = flooder.expect("pusher:error").await;
+    assert!(
+        error["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 channels")),
+        "{error}"
+    );
+    let refused = flooder.expect("pusher:subscription_error").await;
+    assert_eq!(refused["channel"], "d");
+    assert_eq!(refused["data"]["type"], "LimitReached");
+    // Another connection is not affected; the first one may go on after an
+    // unsubscribe.
+    let mut other = Client::connect(addr).await;
+    other.subscribe("d").await;
+    flooder
+        .send(json!({"event":"pusher:unsubscribe","data":{"channel":"a"}}))
+        .await;
+    flooder.subscribe("d").await;
+}

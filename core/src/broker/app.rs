@@ -32,6 +32,11 @@ pub struct AppConfig {
     pub max_presence_members: usize,
     #[serde(default = "default_client_event_rate")]
     pub max_client_events_per_second: u32,
+    /// Channels one connection may be subscribed to at once; a subscribe
+    /// past it is refused (`pusher:error` and a `LimitReached`
+    /// `pusher:subscription_error`), the connection stays.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions_per_connection: usize,
 }
 
 fn yes() -> bool {
@@ -42,6 +47,12 @@ fn default_max_presence_members() -> usize {
 }
 fn default_client_event_rate() -> u32 {
     10
+}
+/// Subscriptions per connection: far above what a chat page holds (its
+/// conversations and a few presence channels), far below a flood.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1_000;
+fn default_max_subscriptions() -> usize {
+    DEFAULT_MAX_SUBSCRIPTIONS
 }
 
 impl AppConfig {
@@ -56,6 +67,7 @@ impl AppConfig {
             subscription_count: false,
             max_presence_members: default_max_presence_members(),
             max_client_events_per_second: default_client_event_rate(),
+            max_subscriptions_per_connection: default_max_subscriptions(),
         }
     }
 

@@ -59,6 +59,8 @@ pub(super) struct Session {
     /// The signed-in user: id and `user_info` JSON.
     user: Option<(String, String)>,
     client_events: RateWindow,
+    /// The subscription limit was logged for this connection (once each).
+    logged_subscription_limit: bool,
 }
 
 /// A fixed one-second window counter for client events.
@@ -223,6 +225,7 @@ impl Session {
                 start: Instant::now(),
                 count: 0,
             },
+            logged_subscription_limit: false,
         };
         session.send(&protocol::connection_established(
             &socket_id,
@@ -291,6 +294,26 @@ impl Session {
                 None,
                 &format!("Existing subscription to channel {channel}"),
             ));
+        }
+        let max = self.app.config.max_subscriptions_per_connection;
+        if self.subscriptions.len() >= max {
+            if !std::mem::replace(&mut self.logged_subscription_limit, true) {
+                tracing::info!(
+                    app = %self.app.config.id,
+                    socket_id = %self.conn.socket_id,
+                    max,
+                    "a connection reached the subscription limit; further subscribes are refused"
+                );
+            }
+            return self.refuse_subscription(
+                &channel,
+                "LimitReached",
+                &format!(
+                    "This connection is subscribed to {max} channels, the most allowed; \
+                     unsubscribe from one first"
+                ),
+                400,
+            );
         }
         let member = match self.authorize(&channel, auth.as_deref(), channel_data.as_deref()) {
             Ok(member) => member,
