@@ -13,12 +13,11 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::app::App;
 use super::channel::{self, ChannelKind};
-use super::hub::{Closer, ConnHandle, SubscribeRefused};
+use super::hub::{Closer, ConnHandle, Outgoing, SubscribeRefused};
 use super::protocol::{self, code, ClientFrame, Frame};
 use super::webhook::HookEvent;
 use super::BrokerSettings;
@@ -168,7 +167,7 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, settings: Arc<BrokerSetti
 async fn write_batch(
     socket: &mut WebSocket,
     first: Frame,
-    queue: &mut mpsc::Receiver<Frame>,
+    queue: &mut Outgoing,
 ) -> Result<(), axum::Error> {
     socket.feed(Message::Text(first)).await?;
     for _ in 1..MAX_BATCH {
@@ -209,12 +208,11 @@ impl Session {
     /// A new connection of `app`: registered with its hub, with
     /// `pusher:connection_established` already queued. The receiver is the
     /// connection's outgoing queue.
-    pub(super) fn open(
-        app: Arc<App>,
-        settings: &BrokerSettings,
-    ) -> (Session, mpsc::Receiver<Frame>) {
+    pub(super) fn open(app: Arc<App>, settings: &BrokerSettings) -> (Session, Outgoing) {
         let socket_id: Arc<str> = new_socket_id().into();
-        let (conn, queue) = ConnHandle::new(socket_id.clone(), app.hub.settings().queue_capacity);
+        let limits = app.hub.settings();
+        let (conn, queue) =
+            ConnHandle::bounded(socket_id.clone(), limits.queue_capacity, limits.queue_bytes);
         app.hub.connected(&conn);
         let session = Session {
             app,

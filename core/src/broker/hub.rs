@@ -40,12 +40,20 @@ const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 pub struct HubSettings {
     /// Outgoing frames a connection may have queued before it is dropped.
     pub queue_capacity: usize,
+    /// Outgoing bytes a connection may have queued before it is dropped
+    /// (4100), whatever the frame count: a client that does not read holds
+    /// this much at most.
+    pub queue_bytes: usize,
 }
+
+/// Outgoing bytes a connection may have queued: 4 MiB.
+pub const DEFAULT_QUEUE_BYTES: usize = 4 << 20;
 
 impl Default for HubSettings {
     fn default() -> Self {
         HubSettings {
             queue_capacity: 1024,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -57,6 +65,9 @@ pub struct ConnHandle {
     pub socket_id: Arc<str>,
     queue: mpsc::Sender<Frame>,
     closer: Arc<Closer>,
+    /// Bytes queued and not yet taken by the writer.
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 #[derive(Default)]
@@ -88,16 +99,51 @@ impl Closer {
     }
 }
 
+/// A connection's outgoing queue, as its writer reads it: frames, and the
+/// bytes they hold (given back as they are taken).
+pub struct Outgoing {
+    frames: mpsc::Receiver<Frame>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Outgoing {
+    pub async fn recv(&mut self) -> Option<Frame> {
+        let frame = self.frames.recv().await?;
+        self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+
+    pub fn try_recv(&mut self) -> Result<Frame, mpsc::error::TryRecvError> {
+        let frame = self.frames.try_recv()?;
+        self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+        Ok(frame)
+    }
+}
+
 impl ConnHandle {
-    pub fn new(socket_id: Arc<str>, capacity: usize) -> (ConnHandle, mpsc::Receiver<Frame>) {
-        let (queue, receiver) = mpsc::channel(capacity.max(1));
+    /// A handle whose queue holds `capacity` frames and
+    /// [`DEFAULT_QUEUE_BYTES`] at most.
+    pub fn new(socket_id: Arc<str>, capacity: usize) -> (ConnHandle, Outgoing) {
+        Self::bounded(socket_id, capacity, DEFAULT_QUEUE_BYTES)
+    }
+
+    /// A handle whose queue holds `capacity` frames and `max_bytes` at most.
+    pub fn bounded(
+        socket_id: Arc<str>,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> (ConnHandle, Outgoing) {
+        let (queue, frames) = mpsc::channel(capacity.max(1));
+        let bytes = Arc::new(AtomicUsize::new(0));
         (
             ConnHandle {
                 socket_id,
                 queue,
                 closer: Arc::new(Closer::default()),
+                bytes: bytes.clone(),
+                max_bytes: max_bytes.max(1),
             },
-            receiver,
+            Outgoing { frames, bytes },
         )
     }
 
@@ -105,18 +151,32 @@ impl ConnHandle {
         &self.closer
     }
 
-    /// Queues a frame; a full queue closes the connection (4100).
+    /// Queues a frame; a full queue (in frames or bytes) closes the
+    /// connection (4100).
     pub fn send(&self, frame: &Frame) -> bool {
+        let queued = self.bytes.fetch_add(frame.len(), Ordering::AcqRel) + frame.len();
+        if queued > self.max_bytes {
+            self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+            self.close(
+                code::OVER_CAPACITY,
+                "Over capacity: the connection did not read its messages",
+            );
+            return false;
+        }
         match self.queue.try_send(frame.clone()) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
                 self.close(
                     code::OVER_CAPACITY,
                     "Over capacity: the connection did not read its messages",
                 );
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.bytes.fetch_sub(frame.len(), Ordering::AcqRel);
+                false
+            }
         }
     }
 
@@ -1017,7 +1077,7 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn frames(rx: &mut mpsc::Receiver<Frame>) -> Vec<String> {
+    fn frames(rx: &mut Outgoing) -> Vec<String> {
         let mut out = Vec::new();
         while let Ok(f) = rx.try_recv() {
             let v: serde_json::Value = serde_json::from_str(f.as_str()).unwrap();
@@ -1030,6 +1090,25 @@ mod tests {
             ));
         }
         out
+    }
+
+    /// A queue bounded in bytes closes its connection (4100) once the
+    /// frames it holds would pass the bound, however few they are, and
+    /// gives the room back as the writer takes them.
+    #[test]
+    fn queues_are_bounded_in_bytes() {
+        let (conn, mut queue) = ConnHandle::bounded("1.1".into(), 1024, 2_500);
+        let frame = Frame::from(String::from_utf8(vec![b'x'; 1_000]).unwrap());
+        assert!(conn.send(&frame));
+        assert!(conn.send(&frame));
+        assert!(queue.try_recv().is_ok(), "the writer took one");
+        assert!(conn.send(&frame), "its bytes were given back");
+        assert_eq!(conn.closer().requested(), None);
+        assert!(!conn.send(&frame), "3,000 bytes would be queued");
+        assert_eq!(
+            conn.closer().requested().map(|(code, _)| code),
+            Some(code::OVER_CAPACITY)
+        );
     }
 
     #[test]

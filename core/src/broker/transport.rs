@@ -218,7 +218,7 @@ mod tests {
 
     use super::*;
     use crate::broker::cluster_port::{ClusterLink, Op, QUEUE_CAPACITY};
-    use crate::broker::hub::{ConnHandle, Hub, HubSettings};
+    use crate::broker::hub::{ConnHandle, Hub, HubSettings, Outgoing};
     use crate::broker::AppConfig;
 
     const CHANNEL: &str = "private-conversation-1";
@@ -229,7 +229,7 @@ mod tests {
         /// What the adapter would read.
         queue: mpsc::Receiver<Op>,
         /// What a local subscriber of `CHANNEL` gets.
-        local: mpsc::Receiver<Frame>,
+        local: Outgoing,
     }
 
     fn clustered() -> Node {
@@ -256,7 +256,7 @@ mod tests {
         ))
     }
 
-    fn local_frames(rx: &mut mpsc::Receiver<Frame>) -> usize {
+    fn local_frames(rx: &mut Outgoing) -> usize {
         std::iter::from_fn(|| rx.try_recv().ok()).count()
     }
 

@@ -38,6 +38,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::app::App;
 use super::connection::Session;
+use super::hub::Outgoing;
 use super::protocol::{self, code, Frame};
 use super::server::Broker;
 use super::BrokerSettings;
@@ -311,7 +312,7 @@ impl Outlet {
     }
 
     /// `first` and what else is queued, as `a[…]` frames.
-    fn push_frames(&mut self, first: Frame, queue: &mut mpsc::Receiver<Frame>) {
+    fn push_frames(&mut self, first: Frame, queue: &mut Outgoing) {
         push_array(&mut self.pending, first, queue);
     }
 
@@ -340,7 +341,7 @@ fn utf16_len(text: &[u8]) -> usize {
 
 /// Appends `a["…",…]\n` holding `first` and up to
 /// [`MAX_FRAMES_PER_ARRAY`] - 1 more queued frames.
-fn push_array(out: &mut Vec<u8>, first: Frame, queue: &mut mpsc::Receiver<Frame>) {
+fn push_array(out: &mut Vec<u8>, first: Frame, queue: &mut Outgoing) {
     out.extend_from_slice(b"a[");
     push_quoted(out, first.as_str());
     for _ in 1..MAX_FRAMES_PER_ARRAY {
@@ -715,10 +716,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn frames(texts: &[&'static str]) -> (Frame, mpsc::Receiver<Frame>) {
-        let (tx, rx) = mpsc::channel(16);
+    fn frames(texts: &[&'static str]) -> (Frame, Outgoing) {
+        let (tx, rx) = crate::broker::hub::ConnHandle::new("1.1".into(), 16);
         for t in &texts[1..] {
-            tx.try_send(Frame::from_static(t)).unwrap();
+            assert!(tx.send(&Frame::from_static(t)));
         }
         (Frame::from_static(texts[0]), rx)
     }
