@@ -898,3 +898,58 @@ async fn a_body_that_never_ends_does_not_hold_the_shutdown() {
     );
     drop(client);
 }
+
+/// A request whose headers never finish is closed after the header
+/// timeout; a well-behaved client on the same server is served meanwhile.
+#[cfg(feature = "broker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_that_never_finish_are_cut_off() {
+    use restarting::APP;
+    use tidings::api::{ServeConfig, Server};
+    use tidings::broker::AppConfig;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::bind(ServeConfig {
+        header_timeout: Duration::from_millis(300),
+        ..ServeConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            dir.path(),
+            "memory:",
+            vec![AppConfig::new(APP.0, APP.1, APP.2)],
+        )
+    })
+    .await
+    .expect("bind");
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    // Meanwhile a well-behaved client gets its answer.
+    let ok = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{addr}/apps/{}/channels", APP.0))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(ok.status().as_u16(), 0);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest))
+        .await
+        .expect("the slow connection was closed");
+    assert!(read.is_ok() || rest.is_empty(), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}

@@ -7,6 +7,7 @@ pub mod apps;
 pub mod auth;
 pub mod chat;
 pub mod cors;
+mod listen;
 pub mod page;
 pub mod token;
 
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -63,7 +63,12 @@ pub struct ServeConfig {
     /// them; the engine's delivery drain (5 s at most) follows. Default
     /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
     pub shutdown_timeout: std::time::Duration,
+    /// How long a client has to send a request's headers before its
+    /// connection is closed. Default [`DEFAULT_HEADER_TIMEOUT`].
+    pub header_timeout: std::time::Duration,
 }
+
+pub use listen::DEFAULT_HEADER_TIMEOUT;
 
 /// How long open requests may take after the shutdown signal: 10 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -91,6 +96,7 @@ impl ServeConfig {
             plugins: Vec::new(),
             transports: Vec::new(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
         }
     }
 }
@@ -118,7 +124,7 @@ pub struct Server {
     router: Router,
     state: ServerState,
     cluster: Option<crate::cluster::Cluster>,
-    shutdown_timeout: std::time::Duration,
+    timeouts: listen::Timeouts,
 }
 
 impl Server {
@@ -186,7 +192,10 @@ impl Server {
             router,
             state,
             cluster,
-            shutdown_timeout: config.shutdown_timeout,
+            timeouts: listen::Timeouts {
+                header: config.header_timeout,
+                shutdown: config.shutdown_timeout,
+            },
         })
     }
 
@@ -215,46 +224,16 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let broker = self.state.broker.clone();
-        let (signalled, stopping) = tokio::sync::watch::channel(false);
         let signal = async move {
             shutdown.await;
             broker.close_all();
-            let _ = signalled.send(true);
         };
-        // Events are small frames written as they happen: without
-        // TCP_NODELAY, Nagle holds each one until the previous is acked
-        // (tens of milliseconds behind a delayed ACK).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        let serving = axum::serve(listener, self.router).with_graceful_shutdown(signal);
-        let timeout = self.shutdown_timeout;
-        let deadline = async move {
-            let mut stopping = stopping;
-            if stopping.wait_for(|s| *s).await.is_err() {
-                return std::future::pending().await;
-            }
-            tokio::time::sleep(timeout).await;
-        };
-        let result = tokio::select! {
-            served = serving => served.map_err(|e| Error::Config(format!("server error: {e}"))),
-            () = deadline => {
-                // A body that never ends, a client that never reads: the
-                // server stops anyway (their connection tasks end with it).
-                tracing::warn!(
-                    timeout_ms = timeout.as_millis() as u64,
-                    "requests still open after the shutdown timeout are dropped"
-                );
-                Ok(())
-            }
-        };
+        listen::serve(self.listener, self.router, signal, self.timeouts).await;
         self.state.engine.shutdown().await;
         if let Some(cluster) = &self.cluster {
             cluster.shutdown().await;
         }
-        result
+        Ok(())
     }
 }
 

@@ -177,6 +177,10 @@ struct ServeArgs {
     /// are dropped; delivering what is pending (5 s at most) follows.
     #[arg(long, env = "TIDINGS_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration_arg)]
     shutdown_timeout: std::time::Duration,
+    /// How long a client has to send a request's headers before its
+    /// connection is closed (slow clients cannot hold connections).
+    #[arg(long, env = "TIDINGS_HEADER_TIMEOUT", default_value = "30s", value_parser = duration_arg)]
+    header_timeout: std::time::Duration,
 }
 
 /// A duration such as `10s`, `1500ms` or `2m`.
@@ -580,6 +584,7 @@ async fn serve(
         cluster: cluster.clone(),
         transports,
         shutdown_timeout: args.shutdown_timeout,
+        header_timeout: args.header_timeout,
     })
     .await?;
     let addr = server.local_addr()?;
