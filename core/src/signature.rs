@@ -1,5 +1,5 @@
 //! Pusher signatures, I/O-free: channel authorization, user authentication,
-//! HTTP API request signing and webhook signing (see PUSHER_PROTOCOL.md §2-4).
+//! HTTP API request signing and webhook signing (as the Pusher HTTP API and webhooks define them).
 //! Every check compares in constant time.
 
 use hmac::{Hmac, Mac};
@@ -225,7 +225,7 @@ pub fn webhook_signature(secret: &str, body: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    // Vectors from PUSHER_PROTOCOL.md §2 and §3.1.
+    // Vectors from the Pusher HTTP API documentation.
     const KEY: &str = "278d425bdf160c739803";
     const SECRET: &str = "7ad3773142a6692b25b8";
 

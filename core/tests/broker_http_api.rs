@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-// The credentials of PUSHER_PROTOCOL.md's vectors; app id 3 as in §3.1.
+// The credentials of the Pusher protocol's vectors; app id 3 as there.
 const APP_ID: &str = "3";
 const KEY: &str = "278d425bdf160c739803";
 const SECRET: &str = "7ad3773142a6692b25b8";
@@ -708,7 +708,7 @@ async fn bad_requests_are_refused_with_reasons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spec_vectors_and_python_style_requests() {
-    // PUSHER_PROTOCOL.md §3.1, worked POST vector.
+    // The Pusher HTTP API documentation's worked POST vector.
     let body = r#"{"name":"foo","channels":["project-3"],"data":"{\"some\":\"data\"}"}"#;
     let signed = signature::sign_request(
         KEY,

@@ -1,6 +1,6 @@
 //! pusher-js's HTTP fallback (`xhr_streaming`, `xhr_polling`) on
 //! `tidings serve`, driven on the wire the way pusher-js 8 drives it
-//! (PUSHER_PROTOCOL.md §5.2): session paths, `o`/`a[…]`/`h`/`c[…]` frames,
+//! (pusher-js xhr_streaming and xhr_polling): session paths, `o`/`a[…]`/`h`/`c[…]` frames,
 //! `xhr_send`, events triggered through the signed Pusher HTTP API.
 
 use std::collections::VecDeque;

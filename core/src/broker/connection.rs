@@ -27,7 +27,7 @@ use crate::signature;
 const MAX_BATCH: usize = 256;
 /// Largest `data` of a client event, like Pusher.
 const MAX_CLIENT_EVENT_BYTES: usize = 10 * 1024;
-/// Presence limits (PUSHER_PROTOCOL.md §1.7).
+/// Presence limits.
 const MAX_USER_ID_LEN: usize = 128;
 const MAX_USER_INFO_BYTES: usize = 1024;
 

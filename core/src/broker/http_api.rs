@@ -1,8 +1,8 @@
-//! The Pusher HTTP API (PUSHER_PROTOCOL.md §3): trigger events (one or a
+//! The Pusher HTTP API: trigger events (one or a
 //! batch), query channels and presence users, terminate a user's
 //! connections.
 //!
-//! Every request is signed (§3.1) and checked against the raw path, the
+//! Every request is signed (Pusher's HTTP API signature) and checked against the raw path, the
 //! decoded query pairs and the raw body bytes, never a re-serialized form.
 //! Successful answers are always JSON (the Python SDK parses every 200);
 //! errors are plain text naming what is wrong: 400 bad input, 401 bad

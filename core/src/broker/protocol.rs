@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 /// An encoded server→client text frame; cloning shares the bytes.
 pub type Frame = Utf8Bytes;
 
-/// Pusher error codes the broker uses (PUSHER_PROTOCOL.md §1.5).
+/// Pusher error codes the broker uses.
 pub mod code {
     pub const APP_NOT_FOUND: u16 = 4001;
     pub const UNSUPPORTED_PROTOCOL: u16 = 4007;

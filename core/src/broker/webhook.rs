@@ -1,4 +1,4 @@
-//! Webhooks (PUSHER_PROTOCOL.md §4): the [`HookEvent`]s a hub emits, and
+//! Webhooks: the [`HookEvent`]s a hub emits, and
 //! the sender that POSTs them to an app's webhook URLs.
 //!
 //! Per app with webhooks, one collector task takes the hub's events,

@@ -1,6 +1,6 @@
 //! The HTTP fallback that unmodified pusher-js 8 uses when WebSockets are
 //! blocked: its `xhr_streaming` and `xhr_polling` transports, which speak a
-//! SockJS-like wire format (PUSHER_PROTOCOL.md §5.2).
+//! SockJS-like wire format.
 //!
 //! pusher-js names a session `{server}/{session}` (0-999 and 8 base-32
 //! characters) under `{httpPath}/app/{key}` (`httpPath` defaults to

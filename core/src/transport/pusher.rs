@@ -2,7 +2,7 @@
 //! or any compatible server (a `tidings serve` elsewhere, soketi, ...).
 //!
 //! Events are sent in `batch_events` calls of at most 10, in order, over
-//! kept-alive connections, each request signed (PUSHER_PROTOCOL.md §3.1)
+//! kept-alive connections, each request signed
 //! and bounded by a timeout. Timeouts, connection errors, 5xx and 429 are
 //! retried with exponential backoff and jitter; other 4xx answers refuse the
 //! event for good (the outbox keeps it with the reason). Event data over

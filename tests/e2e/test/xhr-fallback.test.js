@@ -1,7 +1,7 @@
 'use strict';
 // pusher-js's HTTP fallback against tidings serve: the real pusher-js 8
 // with only its `xhr_streaming` or `xhr_polling` transport enabled (the
-// SockJS-like wire format of PUSHER_PROTOCOL.md §5.2), so no WebSocket is
+// SockJS-like wire format of the Pusher protocol), so no WebSocket is
 // involved. pusher-js's Node build ships both XHR transports (over the
 // `xmlhttprequest` package it bundles); the last test runs the web build in
 // Debian's chromium, from another origin (CORS preflight included).
